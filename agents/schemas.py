@@ -1,0 +1,98 @@
+"""Pydantic contracts of every agent's output.
+
+They are sent to the model as JSON schemas (guided decoding on vLLM, a grammar on llama.cpp), so
+string lengths are capped: a small model must never be able to run past ``max_tokens`` mid-JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Tier = Literal["direct", "reasoning", "edge"]
+Technique = Literal["standard", "hard_negative", "multi_source"]
+
+
+class Persona(BaseModel):
+    """Who the simulated user is; the Persona-User writes in this voice."""
+
+    name: str
+    description: str
+
+
+class Plan(BaseModel):
+    """Everything decided about a sample before any model is called (deterministic from seed+index)."""
+
+    sample_id: str
+    index: int
+    category: str | None
+    tier: Tier
+    persona: Persona
+    technique: Technique
+    user_turns: int = Field(ge=1, le=12)
+    evol_operators: list[str] = Field(default_factory=list)
+    edge_noise: list[str] = Field(default_factory=list)
+    hard_negative_topic: str | None = None
+    anchor_chunk_id: str | None = None
+
+
+class UserMessage(BaseModel):
+    """The Persona-User's next message."""
+
+    message: str = Field(
+        min_length=1, max_length=600, description="The user's next message, in persona voice."
+    )
+
+
+class TeacherReply(BaseModel):
+    """The Agent-Teacher's answer: a hidden reasoning trace plus the visible reply."""
+
+    thought: str = Field(
+        min_length=1,
+        max_length=1200,
+        description="Private step-by-step reasoning that cites the chunk ids it uses, e.g. [c1].",
+    )
+    cited_chunk_ids: list[str] = Field(
+        default_factory=list, max_length=8, description="Ids of the retrieved chunks the answer relies on."
+    )
+    content: str = Field(min_length=1, max_length=1500, description="The reply the user sees.")
+
+
+class TurnProblem(BaseModel):
+    """One concrete problem the critic found, tied to a conversation turn."""
+
+    turn_index: int = Field(ge=0, le=40, description="Index of the turn in the conversation (0 = first).")
+    problem: str = Field(min_length=1, max_length=300)
+
+
+class CriticScores(BaseModel):
+    """Scores 1–5; pass/fail is decided by configurable thresholds, not by the model."""
+
+    groundedness: int = Field(ge=1, le=5)
+    persona_fidelity: int = Field(ge=1, le=5)
+    tier_match: int = Field(ge=1, le=5)
+    refusal_correctness: int = Field(ge=1, le=5)
+    naturalness: int = Field(ge=1, le=5)
+
+
+class Critique(BaseModel):
+    """The critic's structured verdict."""
+
+    scores: CriticScores
+    problems: list[TurnProblem] = Field(default_factory=list, max_length=8)
+
+
+class RevisedTurn(BaseModel):
+    """A rewritten assistant turn."""
+
+    turn_index: int = Field(ge=0, le=40)
+    thought: str = Field(min_length=1, max_length=1200)
+    cited_chunk_ids: list[str] = Field(default_factory=list, max_length=8)
+    content: str = Field(min_length=1, max_length=1500)
+
+
+class Refinement(BaseModel):
+    """The refiner's rewrite of the failing assistant turns."""
+
+    revised_turns: list[RevisedTurn] = Field(min_length=1, max_length=6)

@@ -1,0 +1,289 @@
+"""The nodes of the sample graph: each calls one agent or check and records what happened as events.
+
+Nodes are the only place where agent outputs meet the event log: an agent returns a validated
+object plus its call records; the node appends ``llm.call`` events for every attempt, then the
+event describing the step. A call that exhausts its retries marks the sample ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from typing import Any
+
+from langgraph.runtime import Runtime
+from teacherforge.agents import critic, persona_user, refiner, rules, teacher
+from teacherforge.agents.llm import LLMCallFailed, LLMCallRecord
+from teacherforge.agents.planner import plan_sample
+from teacherforge.agents.schemas import Plan, TurnProblem
+from teacherforge.graph.state import RunDeps, SampleState
+
+
+def _seed(deps: RunDeps, sample_id: str, *parts: Any) -> int:
+    """A per-call sampling seed, so servers that honour seeds reproduce the same replies."""
+    blob = ":".join(str(p) for p in (deps.config.seed, sample_id, *parts))
+    return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def _record_calls(deps: RunDeps, sample_id: str, calls: list[LLMCallRecord]) -> None:
+    for call in calls:
+        deps.log.append(deps.run_id, "llm.call", vars(call), sample_id=sample_id, agent=call.agent)
+
+
+def _failed(deps: RunDeps, sample_id: str, exc: LLMCallFailed) -> SampleState:
+    _record_calls(deps, sample_id, exc.calls)
+    return {"status": "failed", "error": str(exc)}
+
+
+def _retrieved(deps: RunDeps, sample_id: str, purpose: str, query: str, hits: list, turn: int | None) -> None:
+    deps.log.append(
+        deps.run_id,
+        "retrieval.done",
+        {
+            "purpose": purpose,
+            "turn_index": turn,
+            "query": query,
+            "mode": deps.config.search,
+            "chunk_ids": [h.chunk_id for h in hits],
+            "scores": [round(h.score, 6) for h in hits],
+        },
+        sample_id=sample_id,
+    )
+
+
+async def plan_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps = runtime.context
+    plan = plan_sample(deps.run_id, deps.config.seed, state["index"], deps.config.plan, deps.categories)
+    deps.log.append(
+        deps.run_id, "sample.planned", plan.model_dump(), sample_id=plan.sample_id, agent="planner"
+    )
+    return {
+        "plan": plan.model_dump(),
+        "sample_id": plan.sample_id,
+        "turns": [],
+        "chunk_text": {},
+        "revisions": 0,
+    }
+
+
+async def seed_context_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    """Top-k chunks the user's questions start from; multi-source spans >= 2 documents."""
+    deps, plan = runtime.context, Plan.model_validate(state["plan"])
+    retriever, k, mode = deps.retriever, deps.config.top_k, deps.config.search
+    if plan.technique == "hard_negative":
+        query = plan.hard_negative_topic or ""
+        hits = await asyncio.to_thread(retriever.search, query, k, mode)
+    else:
+        anchor_pool = await asyncio.to_thread(
+            retriever.search, plan.category or "overview", 50, "vector", plan.category
+        )
+        if not anchor_pool:
+            return {"status": "failed", "error": "the index has no chunks; run 'teacherforge ingest' first"}
+        anchor = random.Random(f"anchor:{deps.config.seed}:{plan.index}").choice(anchor_pool)
+        query = anchor.text[:300]
+        hits = await asyncio.to_thread(retriever.search, query, k, mode, plan.category)
+        if plan.technique == "multi_source":
+            others = await asyncio.to_thread(
+                retriever.search, query, max(1, k // 2), mode, None, {anchor.document}
+            )
+            hits = [
+                anchor,
+                *[h for h in hits if h.document == anchor.document][: k - len(others) - 1],
+                *others,
+            ]
+    _retrieved(deps, state["sample_id"], "seed", query, hits, None)
+    chunk_text = {**state["chunk_text"], **{h.chunk_id: h.text for h in hits}}
+    return {"seed_chunks": [h.as_dict() for h in hits], "chunk_text": chunk_text}
+
+
+async def user_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps, plan, sid = runtime.context, Plan.model_validate(state["plan"]), state["sample_id"]
+    turns = state["turns"]
+    try:
+        result = await persona_user.next_user_message(
+            deps.agents, plan, state["seed_chunks"], turns, _seed(deps, sid, "user", len(turns))
+        )
+    except LLMCallFailed as exc:
+        return _failed(deps, sid, exc)
+    _record_calls(deps, sid, result.calls)
+    turn = {"role": "user", "content": result.output.message.strip()}
+    deps.log.append(
+        deps.run_id, "turn.added", {"turn_index": len(turns), **turn}, sample_id=sid, agent="persona_user"
+    )
+    return {"turns": [*turns, turn]}
+
+
+async def teacher_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    """Retrieve for the last user message, then answer strictly from those chunks."""
+    deps, plan, sid = runtime.context, Plan.model_validate(state["plan"]), state["sample_id"]
+    turns = state["turns"]
+    query = turns[-1]["content"]
+    hits = await asyncio.to_thread(deps.retriever.search, query, deps.config.top_k, deps.config.search)
+    _retrieved(deps, sid, "turn", query, hits, len(turns))
+    chunks = [h.as_dict() for h in hits]
+    try:
+        result = await teacher.answer(
+            deps.agents, plan, chunks, turns, _seed(deps, sid, "teacher", len(turns))
+        )
+    except LLMCallFailed as exc:
+        return _failed(deps, sid, exc)
+    _record_calls(deps, sid, result.calls)
+    reply = result.output
+    turn = {
+        "role": "assistant",
+        "content": reply.content.strip(),
+        "thought": reply.thought.strip(),
+        "cited_chunk_ids": reply.cited_chunk_ids,
+        "retrieved_chunk_ids": [h.chunk_id for h in hits],
+    }
+    deps.log.append(
+        deps.run_id, "turn.added", {"turn_index": len(turns), **turn}, sample_id=sid, agent="teacher"
+    )
+    chunk_text = {**state["chunk_text"], **{h.chunk_id: h.text for h in hits}}
+    return {"turns": [*turns, turn], "chunk_text": chunk_text}
+
+
+async def rules_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps, plan = runtime.context, Plan.model_validate(state["plan"])
+    failures = rules.check_conversation(plan, state["turns"], state["chunk_text"], deps.config.rules)
+    payload = {
+        "revision": state["revisions"],
+        "passed": not failures,
+        "failures": [f.model_dump() for f in failures],
+    }
+    deps.log.append(deps.run_id, "rules.checked", payload, sample_id=state["sample_id"], agent="rules")
+    problems = [
+        {"turn_index": f.turn_index if f.turn_index is not None else 0, "problem": f"{f.rule}: {f.detail}"}
+        for f in failures
+    ]
+    return {"rule_failures": payload["failures"], "problems": problems}
+
+
+def _sample_chunks(state: SampleState) -> list[dict[str, Any]]:
+    """Every chunk retrieved for the sample, as the critic and refiner see it."""
+    return [
+        {"chunk_id": cid, "document": "", "section": "", "text": text}
+        for cid, text in state["chunk_text"].items()
+    ]
+
+
+async def critic_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps, plan, sid = runtime.context, Plan.model_validate(state["plan"]), state["sample_id"]
+    try:
+        result = await critic.review(
+            deps.agents,
+            plan,
+            _sample_chunks(state),
+            state["turns"],
+            _seed(deps, sid, "critic", state["revisions"]),
+        )
+    except LLMCallFailed as exc:
+        return _failed(deps, sid, exc)
+    _record_calls(deps, sid, result.calls)
+    failed = critic.failed_dimensions(result.output, deps.config.critic_thresholds)
+    payload = {
+        "revision": state["revisions"],
+        **result.output.model_dump(),
+        "passed": not failed,
+        "failed_dimensions": failed,
+    }
+    deps.log.append(deps.run_id, "critique.done", payload, sample_id=sid, agent="critic")
+    problems = [p.model_dump() for p in result.output.problems]
+    if failed and not problems:
+        problems = [{"turn_index": 1, "problem": f"scored below threshold on {', '.join(failed)}"}]
+    return {"critique": payload, "problems": problems}
+
+
+def failing_assistant_turns(turns: list[dict[str, Any]], problems: list[dict[str, Any]]) -> list[int]:
+    """Assistant turns to rewrite: the one a problem names, or the answer that follows a user turn."""
+    indices = set()
+    for p in problems:
+        i = p["turn_index"]
+        if 0 <= i < len(turns):
+            indices.add(i if turns[i]["role"] == "assistant" else min(i + 1, len(turns) - 1))
+    found = sorted(i for i in indices if turns[i]["role"] == "assistant")
+    return found or [i for i, t in enumerate(turns) if t["role"] == "assistant"]
+
+
+async def refine_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps, plan, sid = runtime.context, Plan.model_validate(state["plan"]), state["sample_id"]
+    turns, revision = [dict(t) for t in state["turns"]], state["revisions"] + 1
+    failing = failing_assistant_turns(turns, state["problems"])
+    problems = [TurnProblem.model_validate(p) for p in state["problems"]][:8]
+    try:
+        result = await refiner.refine(
+            deps.agents,
+            plan,
+            _sample_chunks(state),
+            turns,
+            problems,
+            failing,
+            _seed(deps, sid, "refine", revision),
+        )
+    except LLMCallFailed as exc:
+        return _failed(deps, sid, exc)
+    _record_calls(deps, sid, result.calls)
+    changed = []
+    for revised in result.output.revised_turns:
+        i = revised.turn_index
+        if i not in failing or turns[i]["role"] != "assistant":
+            continue  # the refiner may only touch the turns it was asked to fix
+        turns[i] = {
+            **turns[i],
+            "content": revised.content.strip(),
+            "thought": revised.thought.strip(),
+            "cited_chunk_ids": revised.cited_chunk_ids,
+        }
+        changed.append(i)
+        deps.log.append(
+            deps.run_id,
+            "turn.revised",
+            {"turn_index": i, "revision": revision, **turns[i]},
+            sample_id=sid,
+            agent="refiner",
+        )
+    deps.log.append(
+        deps.run_id,
+        "refine.done",
+        {
+            "revision": revision,
+            "failing_turns": failing,
+            "changed_turns": changed,
+            "problems": state["problems"],
+        },
+        sample_id=sid,
+        agent="refiner",
+    )
+    return {"turns": turns, "revisions": revision}
+
+
+async def accept_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps = runtime.context
+    critique = state.get("critique") or {}
+    payload = {"revisions": state["revisions"], "scores": critique.get("scores")}
+    deps.log.append(deps.run_id, "sample.accepted", payload, sample_id=state["sample_id"])
+    return {"status": "accepted", "reasons": []}
+
+
+async def reject_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps = runtime.context
+    reasons = [f"rule {f['rule']}: {f['detail']}" for f in state.get("rule_failures") or []]
+    critique = state.get("critique")
+    if not reasons and critique:
+        reasons = [f"critic: {dim} below threshold" for dim in critique["failed_dimensions"]]
+        reasons += [f"critic turn {p['turn_index']}: {p['problem']}" for p in critique.get("problems", [])]
+    payload = {"revisions": state["revisions"], "reasons": reasons}
+    deps.log.append(deps.run_id, "sample.rejected", payload, sample_id=state["sample_id"])
+    return {"status": "rejected", "reasons": reasons}
+
+
+async def fail_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    deps = runtime.context
+    payload = {
+        "revisions": state.get("revisions", 0),
+        "error": state.get("error"),
+        "reasons": [state.get("error")],
+    }
+    deps.log.append(deps.run_id, "sample.failed", payload, sample_id=state["sample_id"])
+    return {"status": "failed"}

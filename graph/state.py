@@ -1,0 +1,39 @@
+"""The LangGraph state of one sample and the dependencies injected into its nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from teacherforge.agents.context import AgentContext
+from teacherforge.graph.config import RunConfig
+from teacherforge.store.events import EventLog
+from teacherforge.store.retriever import Retriever
+
+
+class SampleState(TypedDict, total=False):
+    index: int
+    sample_id: str
+    plan: dict[str, Any]
+    seed_chunks: list[dict[str, Any]]
+    turns: list[dict[str, Any]]
+    chunk_text: dict[str, str]
+    revisions: int
+    rule_failures: list[dict[str, Any]]
+    critique: dict[str, Any] | None
+    problems: list[dict[str, Any]]
+    status: str
+    reasons: list[str]
+    error: str | None
+
+
+@dataclass
+class RunDeps:
+    """Run-wide dependencies (LangGraph runtime context): agents, retrieval, the event log."""
+
+    run_id: str
+    config: RunConfig
+    agents: AgentContext
+    retriever: Retriever
+    log: EventLog
+    categories: list[str]

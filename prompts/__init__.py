@@ -1,0 +1,68 @@
+"""Prompt templates: one Jinja2 file per agent role and language, with a ``system`` and a ``user`` block.
+
+Every rendered prompt carries its template name and a hash of the template source, which go into
+each ``llm.call`` event, so a dataset row can always be traced to the exact prompt text that made it.
+A user's ``prompt_dir`` is searched before the bundled templates (prompt overrides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+
+BUNDLED_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    messages: list[dict[str, str]]
+    template: str
+    template_hash: str
+
+
+class PromptLibrary:
+    """Loads ``<language>/<role>.j2`` from an optional override folder, then the bundled one.
+
+    Templates see the macros of ``<language>/_macros.j2`` as ``m`` (source fencing, transcripts).
+    """
+
+    def __init__(self, language: str = "en", override_dir: Path | None = None):
+        self.language = language
+        loaders = [FileSystemLoader(str(override_dir))] if override_dir else []
+        loaders.append(FileSystemLoader(str(BUNDLED_DIR)))
+        self._env = Environment(
+            loader=ChoiceLoader(loaders),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            autoescape=False,
+        )
+
+    def template_name(self, role: str) -> str:
+        return f"{self.language}/{role}.j2"
+
+    def render(self, role: str, **context: Any) -> RenderedPrompt:
+        """Render the ``system`` and ``user`` blocks of a role's template into chat messages."""
+        name = self.template_name(role)
+        template = self._env.get_template(name)
+        source, _, _ = self._env.loader.get_source(self._env, name)
+        macros = self._env.get_template(f"{self.language}/_macros.j2").module
+        ctx = template.new_context({"m": macros, **context})
+        messages = []
+        for block in ("system", "user"):
+            if block not in template.blocks:
+                raise ValueError(f"prompt template {name} has no '{block}' block; add {{% block {block} %}}")
+            text = "".join(template.blocks[block](ctx)).strip()
+            messages.append({"role": block, "content": text})
+        return RenderedPrompt(messages=messages, template=name, template_hash=_hash(source))
+
+
+@lru_cache(maxsize=256)
+def _hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]

@@ -1,0 +1,87 @@
+"""Loaders for formats that need a parser library: HTML (selectolax), PDF (pypdf), DOCX (python-docx)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from teacherforge.store.documents import Document, SkipDocument, _read_text
+
+
+def _require(module: str, package: str):
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        raise SkipDocument(f"needs the '{package}' package: pip install {package}") from exc
+
+
+def load_html(path: Path) -> Document:
+    """Main text with headings kept as markdown-style lines, so sections survive chunking."""
+    _require("selectolax", "selectolax")
+    from selectolax.parser import HTMLParser
+
+    tree = HTMLParser(_read_text(path))
+    for node in tree.css("script, style, nav, header, footer, noscript"):
+        node.decompose()
+    root = tree.css_first("main") or tree.css_first("article") or tree.body
+    if root is None:
+        raise SkipDocument("HTML has no body")
+    lines: list[str] = []
+    for node in root.css("h1, h2, h3, h4, p, li, td, pre"):
+        text = " ".join(node.text(separator=" ").split())
+        if not text:
+            continue
+        if node.tag in ("h1", "h2", "h3", "h4"):
+            lines.append(f"{'#' * int(node.tag[1])} {text}")
+        else:
+            lines.append(("- " if node.tag == "li" else "") + text)
+    if not lines:
+        raise SkipDocument("HTML has no readable text")
+    from teacherforge.store.documents import _markdown_sections
+
+    text = "\n\n".join(lines)
+    title_node = tree.css_first("title")
+    title = title_node.text().strip() if title_node else path.stem
+    return Document(str(path), text, title, None, {}, _markdown_sections(text))
+
+
+def load_pdf(path: Path) -> Document:
+    _require("pypdf", "pypdf")
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        pages = [(page.extract_text() or "") for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise SkipDocument(f"unreadable PDF ({exc}); re-export it or OCR it first") from exc
+    if not any(p.strip() for p in pages):
+        raise SkipDocument("PDF has no text layer (scanned?); OCR it first")
+    text, sections = "", []
+    for number, page_text in enumerate(pages, start=1):
+        sections.append((len(text), f"page {number}"))
+        text += page_text.strip() + "\n\n"
+    return Document(str(path), text, path.stem, None, {}, sections)
+
+
+def load_docx(path: Path) -> Document:
+    _require("docx", "python-docx")
+    import docx
+
+    try:
+        document = docx.Document(str(path))
+    except Exception as exc:  # python-docx raises several unrelated types for a bad file
+        raise SkipDocument(f"unreadable DOCX ({type(exc).__name__}); re-save it from Word") from exc
+    lines = []
+    for para in document.paragraphs:
+        text = para.text.strip()
+        if not text:
+            continue
+        style = (para.style.name or "").lower() if para.style is not None else ""
+        level = int(style[-1]) if style.startswith("heading") and style[-1:].isdigit() else 0
+        lines.append(f"{'#' * level} {text}" if level else text)
+    if not lines:
+        raise SkipDocument("DOCX has no text")
+    from teacherforge.store.documents import _markdown_sections
+
+    text = "\n\n".join(lines)
+    return Document(str(path), text, path.stem, None, {}, _markdown_sections(text))

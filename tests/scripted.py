@@ -1,0 +1,138 @@
+"""A scripted 'good model' for the stub server: replies that a careful teacher would give.
+
+Replies are derived from the request itself (source ids and text in the prompt), so the rules
+pass on merit; tests then bend single agents (a critic that fails once, a teacher that cites a
+chunk it never saw) to drive the graph down each path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from stub_server import StubReply
+
+SOURCE = re.compile(r'<source id="([^"]+)"[^\n]*>\n(.*?)\n</source>', re.DOTALL)
+HARD_NEGATIVE_MARK = "which the documents do not cover: "
+REFUSAL = "I'm sorry, the documents do not cover {topic}, so I can't answer it reliably."
+REFINER_HARD_NEGATIVE = "a topic the documents do not cover"
+
+
+def schema_name(body: dict) -> str:
+    return body["response_format"]["json_schema"]["name"]
+
+
+def system_text(body: dict) -> str:
+    return body["messages"][0]["content"]
+
+
+def user_text(body: dict) -> str:
+    return body["messages"][-1]["content"]
+
+
+def sources(body: dict) -> list[tuple[str, str]]:
+    return SOURCE.findall(user_text(body))
+
+
+class GoodModel:
+    """Callable responder; ``overrides`` maps a schema name to a function that may replace the reply."""
+
+    def __init__(self, overrides: dict[str, Callable[[dict, int], Any]] | None = None):
+        self.overrides = overrides or {}
+        self.calls: dict[str, int] = {}
+        self._counter = itertools.count()
+
+    def __call__(self, body: dict) -> Any:
+        name = schema_name(body)
+        n = self.calls.get(name, 0)
+        self.calls[name] = n + 1
+        override = self.overrides.get(name)
+        if override is not None:
+            reply = override(body, n)
+            if reply is not None:
+                return reply
+        return getattr(self, f"_{name}")(body)
+
+    def _UserMessage(self, body: dict) -> dict:
+        system = system_text(body)
+        k = next(self._counter)
+        if HARD_NEGATIVE_MARK in system:
+            topic = system.split(HARD_NEGATIVE_MARK, 1)[1].split(".\n", 1)[0].strip().rstrip(".")
+            return {"message": f"Question {k}: can you tell me about {topic}?"}
+        found = sources(body)
+        first = found[k % len(found)][1] if found else "the rules"
+        words = " ".join(first.split()[:6])
+        return {"message": f"Question {k}: what do the rules say about {words}?"}
+
+    def _TeacherReply(self, body: dict) -> dict:
+        found = sources(body)
+        transcript = user_text(body)
+        if "can you tell me about" in transcript.rsplit("USER:", 1)[-1] or not found:
+            asked = transcript.rsplit("USER:", 1)[-1].split("\n", 1)[0].strip()
+            refusal = REFUSAL.format(topic=f"'{asked}'")
+            return {
+                "thought": "None of the sources mention this topic.",
+                "cited_chunk_ids": [],
+                "content": refusal,
+            }
+        chunk_id, text = found[transcript.count("USER:") % len(found)]
+        return {
+            "thought": f"The question is answered by [{chunk_id}].",
+            "cited_chunk_ids": [chunk_id],
+            "content": "According to the documents: " + " ".join(text.split())[:300],
+        }
+
+    def _Critique(self, body: dict) -> dict:
+        scores = dict.fromkeys(
+            ["groundedness", "persona_fidelity", "tier_match", "refusal_correctness", "naturalness"], 5
+        )
+        return {"scores": scores, "problems": []}
+
+    def _Refinement(self, body: dict) -> dict:
+        prompt = user_text(body)
+        failing = [int(x) for x in re.findall(r"\d+", prompt.rsplit("Failing assistant turns:", 1)[1])]
+        found = sources(body)
+        chunk_id, text = found[0]
+        if REFINER_HARD_NEGATIVE in system_text(body):
+            return {
+                "revised_turns": [
+                    {
+                        "turn_index": i,
+                        "thought": "Not in the sources.",
+                        "cited_chunk_ids": [],
+                        "content": REFUSAL.format(topic=f"question {i}"),
+                    }
+                    for i in failing
+                ]
+            }
+        return {
+            "revised_turns": [
+                {
+                    "turn_index": i,
+                    "thought": f"Rewritten from [{chunk_id}].",
+                    "cited_chunk_ids": [chunk_id],
+                    "content": "Revised answer: " + " ".join(text.split())[:200],
+                }
+                for i in failing
+            ]
+        }
+
+
+def failing_critique(problem_turn: int = 1) -> dict:
+    scores = {
+        "groundedness": 2,
+        "persona_fidelity": 5,
+        "tier_match": 5,
+        "refusal_correctness": 5,
+        "naturalness": 5,
+    }
+    return {
+        "scores": scores,
+        "problems": [{"turn_index": problem_turn, "problem": "states a fee not in the sources"}],
+    }
+
+
+def http_error(status: int) -> StubReply:
+    return StubReply(content="", status=status)
