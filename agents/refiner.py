@@ -12,13 +12,18 @@ from teacherforge.agents.schemas import Plan, Refinement, TurnProblem
 async def refine(
     ctx: AgentContext,
     plan: Plan,
-    chunks: list[dict[str, Any]],
+    turn_chunks: dict[int, list[dict[str, Any]]],
     turns: list[dict[str, Any]],
     problems: list[TurnProblem],
-    failing_turns: list[int],
     seed: int,
 ) -> AgentResult[Refinement]:
+    """``turn_chunks`` maps each failing assistant turn to the chunks retrieved for it."""
     prompt = ctx.prompts.render(
-        "refiner", plan=plan, chunks=chunks, turns=turns, problems=problems, failing_turns=failing_turns
+        "refiner",
+        plan=plan,
+        turn_chunks=turn_chunks,
+        turns=turns,
+        problems=problems,
+        failing_turns=list(turn_chunks),
     )
     return await ctx.generator.call("refiner", Refinement, prompt, seed=seed)

@@ -160,12 +160,10 @@ async def rules_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSta
     return {"rule_failures": payload["failures"], "problems": problems}
 
 
-def _sample_chunks(state: SampleState) -> list[dict[str, Any]]:
-    """Every chunk retrieved for the sample, as the critic and refiner see it."""
-    return [
-        {"chunk_id": cid, "document": "", "section": "", "text": text}
-        for cid, text in state["chunk_text"].items()
-    ]
+def _sample_chunks(state: SampleState, turn: int | None = None) -> list[dict[str, Any]]:
+    """Chunks retrieved for the sample, or for one assistant turn, as the critic and refiner see them."""
+    ids = list(state["chunk_text"]) if turn is None else state["turns"][turn].get("retrieved_chunk_ids", [])
+    return [{"chunk_id": cid, "document": "", "section": "", "text": state["chunk_text"][cid]} for cid in ids]
 
 
 async def critic_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
@@ -215,10 +213,9 @@ async def refine_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
         result = await refiner.refine(
             deps.agents,
             plan,
-            _sample_chunks(state),
+            {i: _sample_chunks(state, i) for i in failing},
             turns,
             problems,
-            failing,
             _seed(deps, sid, "refine", revision),
         )
     except LLMCallFailed as exc:
