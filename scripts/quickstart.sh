@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's first command: install, then run the main job on the bundled example corpus with
+# the embedded default model (SmolLM2-135M-Instruct on llama.cpp, started and stopped by `run`).
+#   N=4 bash scripts/quickstart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+N=${N:-2}
+OUT=${OUT:-out}
+VENV="$VENV" bash scripts/install.sh
+TF="$VENV/bin/teacherforge"
+mkdir -p "$OUT"
+DB="$OUT/quickstart.duckdb"
+
+"$TF" ingest examples/university --db "$DB"
+"$TF" run --n "$N" --db "$DB" --json > "$OUT/run.log"   # progress on stderr, run id + JSON on stdout
+RUN_ID=$(head -n 1 "$OUT/run.log")
+"$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/dataset.jsonl"
+"$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/all-samples.jsonl" --status all --thought field
+"$TF" sql "select tier, count(*) as samples, avg((status = 'accepted')::int) as acceptance from samples where run_id = '$RUN_ID' group by 1 order by 1" --db "$DB"
+FIRST=$("$TF" sql "select sample_id from samples where run_id = '$RUN_ID' order by 1 limit 1" --db "$DB" --format csv | tail -n 1)
+"$TF" replay "$FIRST" --db "$DB"
+echo "dataset: $OUT/dataset.jsonl   event log: $DB   run: $RUN_ID" >&2
