@@ -190,6 +190,11 @@ class StructuredLLM:
             record.latency_ms = (time.perf_counter() - started) * 1000
             record.error = f"{_openai_class(exc)}: {_one_line(str(exc))}"
             raise
+        except openai.LengthFinishReasonError as exc:
+            # the reply hit max_tokens inside the JSON: a bad reply, retried like a parse failure
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            record.error = f"parse: reply cut off at max_tokens ({self.params.max_tokens}); raise max_tokens"
+            raise _BadReply(record.error) from exc
         except (ValidationError, ValueError) as exc:
             # the OpenAI SDK validates json_schema replies itself: truncated or off-schema JSON lands here
             record.latency_ms = (time.perf_counter() - started) * 1000

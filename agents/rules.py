@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from teacherforge.agents.schemas import Plan
 
 REFUSAL_PATTERNS = re.compile(
@@ -16,6 +16,17 @@ REFUSAL_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+RULES = (
+    "structure",
+    "empty_turn",
+    "length",
+    "repetition",
+    "thought_missing",
+    "citation_not_retrieved",
+    "refusal_missing",
+    "invented_facts",
+    "ungrounded_numbers",
+)
 
 
 class RuleSettings(BaseModel):
@@ -24,16 +35,33 @@ class RuleSettings(BaseModel):
     min_user_chars: int = 3
     max_user_chars: int = 600
     min_assistant_chars: int = 10
-    max_assistant_chars: int = 1500
+    max_assistant_chars: int = 1200
     ngram: int = Field(default=4, ge=2)
     max_repeated_ngram_share: float = Field(default=0.35, gt=0, le=1)
     check_numbers: bool = True
+    advisory: list[str] = Field(
+        default_factory=list,
+        description="Rules recorded but not blocking (e.g. for a tiny local model); names as in RULES.",
+    )
+
+    @field_validator("advisory")
+    @classmethod
+    def _known_rules(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown rule name(s) {unknown}; known: {', '.join(RULES)}")
+        return names
 
 
 class RuleFailure(BaseModel):
     rule: str
     turn_index: int | None = None
     detail: str
+    advisory: bool = False
+
+
+def blocking(failures: list[RuleFailure]) -> list[RuleFailure]:
+    return [f for f in failures if not f.advisory]
 
 
 def _repeated_share(text: str, n: int) -> float:
@@ -89,6 +117,8 @@ def check_conversation(
         seen_contents.add(content.lower())
         if turn["role"] == "assistant":
             failures.extend(_assistant_rules(plan, i, turn, chunk_text, user_text, s))
+    for failure in failures:
+        failure.advisory = failure.rule in s.advisory
     return failures
 
 

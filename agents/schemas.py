@@ -6,12 +6,13 @@ string lengths are capped: a small model must never be able to run past ``max_to
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 Tier = Literal["direct", "reasoning", "edge"]
 Technique = Literal["standard", "hard_negative", "multi_source"]
+ChunkId = Annotated[str, Field(max_length=40)]
 
 
 class Persona(BaseModel):
@@ -50,13 +51,13 @@ class TeacherReply(BaseModel):
 
     thought: str = Field(
         min_length=1,
-        max_length=1200,
+        max_length=800,
         description="Private step-by-step reasoning that cites the chunk ids it uses, e.g. [c1].",
     )
-    cited_chunk_ids: list[str] = Field(
+    cited_chunk_ids: list[ChunkId] = Field(
         default_factory=list, max_length=8, description="Ids of the retrieved chunks the answer relies on."
     )
-    content: str = Field(min_length=1, max_length=1500, description="The reply the user sees.")
+    content: str = Field(min_length=1, max_length=1200, description="The reply the user sees.")
 
 
 class TurnProblem(BaseModel):
@@ -87,12 +88,12 @@ class RevisedTurn(BaseModel):
     """A rewritten assistant turn."""
 
     turn_index: int = Field(ge=0, le=40)
-    thought: str = Field(min_length=1, max_length=1200)
-    cited_chunk_ids: list[str] = Field(default_factory=list, max_length=8)
-    content: str = Field(min_length=1, max_length=1500)
+    thought: str = Field(min_length=1, max_length=800)
+    cited_chunk_ids: list[ChunkId] = Field(default_factory=list, max_length=8)
+    content: str = Field(min_length=1, max_length=1200)
 
 
 class Refinement(BaseModel):
     """The refiner's rewrite of the failing assistant turns."""
 
-    revised_turns: list[RevisedTurn] = Field(min_length=1, max_length=6)
+    revised_turns: list[RevisedTurn] = Field(min_length=1, max_length=4)

@@ -289,5 +289,5 @@ def search(
     out.print(table)
 
 
-def main() -> None:  # pragma: no cover
+if __name__ == "__main__":  # python -m teacherforge.graph.cli
     app()

@@ -38,7 +38,9 @@ class RunConfig(BaseModel):
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Env var holding the API key, if any.")
     temperature: float = Field(default=0.7, ge=0, le=2)
     critic_temperature: float = Field(default=0.0, ge=0, le=2)
-    max_tokens: int = Field(default=768, ge=16)
+    max_tokens: int = Field(
+        default=3072, ge=16, description="Generous on purpose: schema caps end the JSON well before this."
+    )
     timeout_s: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
     max_revisions: int = Field(default=2, ge=0, le=10)

@@ -145,19 +145,21 @@ async def teacher_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
 
 
 async def rules_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    """Advisory failures are recorded (and shown to the critic's log) but do not send a sample back."""
     deps, plan = runtime.context, Plan.model_validate(state["plan"])
     failures = rules.check_conversation(plan, state["turns"], state["chunk_text"], deps.config.rules)
+    blocking = rules.blocking(failures)
     payload = {
         "revision": state["revisions"],
-        "passed": not failures,
+        "passed": not blocking,
         "failures": [f.model_dump() for f in failures],
     }
     deps.log.append(deps.run_id, "rules.checked", payload, sample_id=state["sample_id"], agent="rules")
     problems = [
         {"turn_index": f.turn_index if f.turn_index is not None else 0, "problem": f"{f.rule}: {f.detail}"}
-        for f in failures
+        for f in blocking
     ]
-    return {"rule_failures": payload["failures"], "problems": problems}
+    return {"rule_failures": [f.model_dump() for f in blocking], "problems": problems}
 
 
 def _sample_chunks(state: SampleState, turn: int | None = None) -> list[dict[str, Any]]:

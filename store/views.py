@@ -84,7 +84,8 @@ VIEWS: dict[str, str] = {
         FROM events WHERE type = 'retrieval.done'""",
     "rule_failures": """
         SELECT sample_id, run_id, CAST(payload->>'revision' AS INTEGER) AS revision,
-               f->>'rule' AS rule, CAST(f->>'turn_index' AS INTEGER) AS turn_index, f->>'detail' AS detail, ts
+               f->>'rule' AS rule, CAST(f->>'turn_index' AS INTEGER) AS turn_index, f->>'detail' AS detail,
+               coalesce(CAST(f->>'advisory' AS BOOLEAN), false) AS advisory, ts
         FROM (SELECT *, unnest(CAST(payload->'failures' AS JSON[])) AS f
               FROM events WHERE type = 'rules.checked')""",
 }

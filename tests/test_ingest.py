@@ -71,4 +71,6 @@ def test_mixed_folder_skips_bad_files_with_reasons_and_reingest_is_noop(tmp_path
     assert query(db, "SELECT text FROM chunks WHERE document LIKE '%a.md'") == [
         ("# Fees\n\nTuition is 200 dollars now.",)
     ]
-    assert query(db, "SELECT count(*) FROM events WHERE type = 'document.skipped'")[0][0] == 9  # 3 files x 3 ingests
+    assert (
+        query(db, "SELECT count(*) FROM events WHERE type = 'document.skipped'")[0][0] == 9
+    )  # 3 files x 3 ingests

@@ -72,3 +72,22 @@ def test_hard_negative_must_refuse_and_not_invent():
         assistant("The documents do not cover drones, so I can't say.", cited=[]),
     ]
     assert check_conversation(p, refused, CHUNKS) == []
+
+
+def test_advisory_rules_are_recorded_but_do_not_block():
+    from teacherforge.agents.rules import RuleSettings, blocking
+
+    turns = [{"role": "user", "content": "How much is tuition?"}, assistant("It is $12,000.")]
+    settings = RuleSettings(advisory=["ungrounded_numbers"])
+    failures = check_conversation(plan(), turns, CHUNKS, settings)
+    assert [(f.rule, f.advisory) for f in failures] == [("ungrounded_numbers", True)]
+    assert blocking(failures) == []
+
+
+def test_unknown_advisory_rule_is_named():
+    import pytest
+    from pydantic import ValidationError
+    from teacherforge.agents.rules import RuleSettings
+
+    with pytest.raises(ValidationError, match="numbers_ungrounded"):
+        RuleSettings(advisory=["numbers_ungrounded"])

@@ -1,0 +1,98 @@
+"""End to end on the real embedded model: ingest the examples, generate through all four agents.
+
+Slow (a minute or two on 2 cores): it starts the bundled SmolLM2-135M-Instruct on llama.cpp via
+``teacherforge run`` without ``--llm-url``, exactly as the README's first command does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, query
+
+pytestmark = pytest.mark.slow
+
+TEACHERFORGE = [sys.executable, "-m", "teacherforge.graph.cli"]
+
+
+def _llama_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def require_llama():
+    if not _llama_available():
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python is not installed; scripts/install.sh must install it in CI")
+        pytest.skip("llama-cpp-python not installed (run scripts/install.sh)")
+
+
+def tf(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*TEACHERFORGE, *map(str, args)], capture_output=True, text=True, timeout=1200, **kwargs
+    )
+
+
+def test_real_model_run_through_all_agents_and_clean_shutdown(tmp_path: Path):
+    db = tmp_path / "forge.duckdb"
+    assert tf("ingest", EXAMPLES, "--db", db).returncode == 0
+    config = tmp_path / "run.yaml"
+    # All rules advisory and a strict critic, so both the critic and the refiner are exercised.
+    config.write_text(
+        "n: 2\nconcurrency: 2\nmax_revisions: 1\nseed: 1\n"
+        "plan: {min_user_turns: 1, max_user_turns: 1, hard_negative_rate: 0, multi_source_rate: 0.5}\n"
+        "rules: {advisory: [structure, empty_turn, length, repetition, thought_missing, "
+        "citation_not_retrieved, refusal_missing, invented_facts, ungrounded_numbers]}\n"
+        "critic_thresholds: {groundedness: 5, persona_fidelity: 5, tier_match: 5, "
+        "refusal_correctness: 5, naturalness: 5}\n"
+    )
+    result = tf("run", "--db", db, "--config", config, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert lines[0] == summary["run_id"]
+    assert summary["accepted"] + summary["rejected"] + summary["failed"] == 2
+
+    url = re.search(r"at (http://127\.0\.0\.1:(\d+)/v1)", result.stderr)
+    assert url, result.stderr
+    port = int(url.group(2))
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the embedded server outlived the run"
+    leftovers = [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, f"--port\0{port}\0")
+    ]
+    assert leftovers == []
+
+    agents = {r[0] for r in query(db, "SELECT DISTINCT agent FROM llm_calls WHERE error IS NULL")}
+    assert {"persona_user", "teacher", "critic"} <= agents
+    failed_critiques = query(db, "SELECT count(*) FROM critiques WHERE NOT passed AND revision = 0")[0][0]
+    if failed_critiques:
+        assert "refiner" in agents
+    assert query(db, "SELECT DISTINCT model FROM llm_calls") == [("smollm2-135m-instruct",)]
+    for (status,) in query(db, "SELECT status FROM samples"):
+        assert status in ("accepted", "rejected", "failed")
+    turns = query(db, "SELECT role, content, thought FROM turns ORDER BY sample_id, turn_index")
+    assert turns and all(content.strip() for _, content, _ in turns)
+    assert all(thought for role, _, thought in turns if role == "assistant")
+    for seqs in query(
+        db, "SELECT list(seq ORDER BY seq) FROM events WHERE sample_id IS NOT NULL GROUP BY sample_id"
+    ):
+        assert seqs[0] == list(range(len(seqs[0])))
+
+
+def _cmdline_has(proc: Path, needle: str) -> bool:
+    try:
+        return needle in (proc / "cmdline").read_text()
+    except OSError:
+        return False
