@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 DB="$OUT/quickstart.duckdb"
 
 "$TF" ingest examples/university --db "$DB"
-"$TF" run --n "$N" --db "$DB" --json > "$OUT/run.log"   # progress on stderr, run id + JSON on stdout
+"$TF" run --config examples/quickstart.yaml --n "$N" --db "$DB" --json > "$OUT/run.log"   # progress on stderr, run id + JSON on stdout
 RUN_ID=$(head -n 1 "$OUT/run.log")
 "$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/dataset.jsonl"
 "$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/all-samples.jsonl" --status all --thought field

@@ -104,3 +104,11 @@ def test_search_json_contract(db_path):
     assert len(hits) == 3
     assert set(hits[0]) == {"chunk_id", "document", "score", "text", "category"}
     assert any("refund" in h["document"] for h in hits)
+
+
+def test_serve_vllm_prints_the_gpu_command():
+    result = invoke("serve", "--backend", "vllm", "--print-command", "--port", "8001")
+    assert result.stdout.strip() == (
+        "vllm serve google/gemma-3-12b-it --host 127.0.0.1 --port 8001 --gpu-memory-utilization 0.9 "
+        "--dtype bfloat16 --max-model-len 8192"
+    )

@@ -96,3 +96,33 @@ def _cmdline_has(proc: Path, needle: str) -> bool:
         return needle in (proc / "cmdline").read_text()
     except OSError:
         return False
+
+
+def test_serve_prints_url_serves_models_and_stops_on_ctrl_c():
+    import signal
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [*TEACHERFORGE, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                models = httpx.get(f"{url}/models", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert models["data"][0]["id"] == "smollm2-135m-instruct"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        assert not [
+            p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, f"--port\0{port}\0")
+        ]
+    finally:
+        proc.kill()
