@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import openai
 from langchain_core.messages import AIMessage
@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 
 T = TypeVar("T", bound=BaseModel)
+StructuredMethod = Literal["json_schema", "json_mode"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Endpoint:
     url: str
     model: str
     api_key: str = "local"
+    structured: StructuredMethod = "json_schema"
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,15 @@ _RETRYABLE = (_BadReply, openai.APIError)
 class StructuredLLM:
     """A chat endpoint that returns pydantic objects decoded under a JSON-schema constraint."""
 
-    def __init__(self, endpoint: Endpoint, params: SamplingParams, retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        params: SamplingParams,
+        retry: RetryPolicy | None = None,
+        method: StructuredMethod = "json_schema",
+    ):
         self.endpoint = endpoint
+        self.method = method
         self.params = params
         self.retry = retry or RetryPolicy()
         self._chat = ChatOpenAI(
@@ -144,12 +153,14 @@ class StructuredLLM:
         self, agent: str, schema: type[T], prompt: RenderedPrompt, seed: int | None = None
     ) -> AgentResult[T]:
         """Ask for ``schema``; retry bad replies and transient errors; raise LLMCallFailed when exhausted."""
-        messages = prompt.messages
-        params = self._params_for(seed)
         json_schema = schema.model_json_schema()
+        messages = prompt.messages
+        if self.method != "json_schema":
+            messages = _with_schema_hint(messages, schema)
+        params = self._params_for(seed)
         rhash = request_hash(self.endpoint.model, messages, params, json_schema)
         runnable = self._chat.bind(seed=seed) if seed is not None else self._chat
-        structured = runnable.with_structured_output(schema, method="json_schema", include_raw=True)
+        structured = runnable.with_structured_output(schema, method=self.method, include_raw=True)
         calls: list[LLMCallRecord] = []
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.max_attempts),
@@ -213,6 +224,16 @@ class StructuredLLM:
             raise _BadReply(record.error)
         record.parsed = parsed.model_dump()
         return record.parsed
+
+
+def _with_schema_hint(messages: list[dict[str, str]], schema: type[BaseModel]) -> list[dict[str, str]]:
+    """For servers without json_schema support the schema has to travel in the prompt."""
+    hint = (
+        f"\n\nReply with one JSON object for schema {schema.__name__}, exactly matching this JSON schema:\n"
+        + json.dumps(schema.model_json_schema(), separators=(",", ":"))
+    )
+    first, *rest = messages
+    return [{**first, "content": first["content"] + hint}, *rest]
 
 
 def _openai_class(exc: Exception) -> str:

@@ -105,6 +105,9 @@ def run(
     concurrency: Annotated[int | None, typer.Option()] = None,
     max_revisions: Annotated[int | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON summary line.")] = False,
+    keep_server: Annotated[
+        bool, typer.Option(help="Leave the embedded model server running for later runs to reuse.")
+    ] = False,
 ) -> None:
     """Generate conversations: plan → user ⇄ teacher → rules → critic → refine → accept/reject."""
     overrides = {
@@ -125,7 +128,7 @@ def run(
     run_id = new_run_id()
     print(run_id, flush=True)
     try:
-        with run_endpoints(cfg, log_line=lambda m: err.print(m, highlight=False)) as (gen, crit):
+        with run_endpoints(cfg, lambda m: err.print(m, highlight=False), keep_server) as (gen, crit):
             summary = _generate_with_progress(con, log, cfg, gen, crit, run_id)
     except USER_ERRORS + _server_error_types() as exc:
         log.close()

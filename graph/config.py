@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -35,6 +36,9 @@ class RunConfig(BaseModel):
     model: str | None = None
     critic_url: str | None = None
     critic_model: str | None = None
+    structured_output: Literal["auto", "json_schema", "json_mode"] = Field(
+        default="auto", description="auto probes the server once; vLLM and the embedded one do json_schema."
+    )
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Env var holding the API key, if any.")
     temperature: float = Field(default=0.7, ge=0, le=2)
     critic_temperature: float = Field(default=0.0, ge=0, le=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import httpx
 
 
@@ -35,3 +37,51 @@ def check_endpoint(url: str, model: str | None, api_key: str | None = None) -> s
     if models and model not in models:
         raise EndpointError(f"{url} does not serve model '{model}'; it serves {models[:5]}")
     return model
+
+
+PROBE_SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
+
+
+def probe_structured_output(
+    url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0
+) -> Literal["json_schema", "json_mode"]:
+    """Which structured-output method the server honours: ``json_schema`` (vLLM, the embedded server),
+    else ``json_mode`` (``json_object`` plus the schema in the prompt; replies are still validated).
+
+    One tiny request per method, once per run; the choice is recorded in ``run.started``.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    base = {"model": model, "max_tokens": 16, "temperature": 0}
+    messages = [{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]
+    attempts = {
+        "json_schema": {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "Probe", "schema": PROBE_SCHEMA, "strict": True},
+            }
+        },
+        "json_mode": {"response_format": {"type": "json_object"}},
+    }
+    for method, extra in attempts.items():
+        try:
+            response = httpx.post(
+                f"{url.rstrip('/')}/chat/completions",
+                json={**base, "messages": messages, **extra},
+                headers=headers,
+                timeout=timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise EndpointError(f"{url}: structured-output probe failed ({reason})") from exc
+        if response.status_code == 200:
+            return method
+        last = f"HTTP {response.status_code}: {response.text[:200]}"
+    raise EndpointError(
+        f"{url} accepts neither json_schema nor json_object response formats ({last}); "
+        "TeacherForge needs one of them (vLLM and the embedded server support json_schema)"
+    )

@@ -49,8 +49,8 @@ def build_agents(config: RunConfig, generator: Endpoint, critic: Endpoint) -> Ag
     gen_params = SamplingParams(config.temperature, config.max_tokens, timeout_s=config.timeout_s)
     critic_params = SamplingParams(config.critic_temperature, config.max_tokens, timeout_s=config.timeout_s)
     return AgentContext(
-        generator=StructuredLLM(generator, gen_params, retry),
-        critic=StructuredLLM(critic, critic_params, retry),
+        generator=StructuredLLM(generator, gen_params, retry, generator.structured),
+        critic=StructuredLLM(critic, critic_params, retry, critic.structured),
         prompts=PromptLibrary(config.language, config.prompt_dir),
     )
 
@@ -65,7 +65,7 @@ def build_retriever(con: duckdb.DuckDBPyConnection) -> InMemoryRetriever:
 
 
 def _endpoint_payload(endpoint: Endpoint) -> dict:
-    return {"url": endpoint.url, "model": endpoint.model}
+    return {"url": endpoint.url, "model": endpoint.model, "structured_output": endpoint.structured}
 
 
 async def generate(

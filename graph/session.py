@@ -5,34 +5,64 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from teacherforge.agents.llm import Endpoint
+from teacherforge.agents.llm import Endpoint, StructuredMethod
 from teacherforge.graph.config import RunConfig
-from teacherforge.graph.endpoints import check_endpoint
+from teacherforge.graph.endpoints import check_endpoint, probe_structured_output
 
 
 @contextmanager
-def run_endpoints(config: RunConfig, log_line=print) -> Iterator[tuple[Endpoint, Endpoint]]:
-    """Yield (generator, critic) endpoints; start and stop the embedded server when no URL is given."""
+def run_endpoints(
+    config: RunConfig, log_line=print, keep_server: bool = False
+) -> Iterator[tuple[Endpoint, Endpoint]]:
+    """Yield (generator, critic) endpoints; start and stop the embedded server when no URL is given.
+
+    With ``keep_server`` the embedded server is left running and remembered, and later runs reuse it.
+    """
     api_key = os.environ.get(config.api_key_env) or "local"
     if config.llm_url is not None:
         model = check_endpoint(config.llm_url, config.model, api_key)
-        generator = Endpoint(config.llm_url, model, api_key)
+        generator = Endpoint(config.llm_url, model, api_key, _method(config, config.llm_url, model, api_key))
         yield generator, _critic(config, generator, api_key)
         return
-    from teacherforge.graph.serve.local import LocalServer
+    from teacherforge.graph.serve import kept
+    from teacherforge.graph.serve.local import LocalServer, bundled_teacher_gguf
 
-    with LocalServer(model_path=config.model) as server:
-        log_line(f"embedded model server: {server.model} at {server.url}")
+    model_path = str(Path(config.model).resolve()) if config.model else str(bundled_teacher_gguf())
+    reused = kept.find(model_path)
+    if reused is not None:
+        log_line(f"reusing kept embedded model server: {reused.model} at {reused.url} (pid {reused.pid})")
+        generator = Endpoint(reused.url, reused.model, "local")
+        yield generator, _critic(config, generator, api_key)
+        return
+    server = LocalServer(model_path=model_path, watch_parent=not keep_server).start()
+    log_line(f"embedded model server: {server.model} at {server.url}")
+    try:
         generator = Endpoint(server.url, server.model, "local")
         yield generator, _critic(config, generator, api_key)
+    finally:
+        if keep_server and server.pid is not None:
+            kept.remember(kept.KeptServer(server.url, server.model, model_path, server.pid))
+            log_line(f"kept the model server running at {server.url}; stop it with: kill {server.pid}")
+            server.detach()
+        else:
+            server.stop()
 
 
 def _critic(config: RunConfig, generator: Endpoint, api_key: str) -> Endpoint:
     if config.critic_url is None and config.critic_model is None:
         return generator
     url = config.critic_url or generator.url
-    model = check_endpoint(
-        url, config.critic_model or (generator.model if url == generator.url else None), api_key
-    )
-    return Endpoint(url, model, api_key if config.critic_url else generator.api_key)
+    wanted = config.critic_model or (generator.model if url == generator.url else None)
+    model = check_endpoint(url, wanted, api_key)
+    key = api_key if config.critic_url else generator.api_key
+    method = generator.structured if url == generator.url else _method(config, url, model, key)
+    return Endpoint(url, model, key, method)
+
+
+def _method(config: RunConfig, url: str, model: str, api_key: str) -> StructuredMethod:
+    """The structured-output method: as configured, or probed once when ``auto``."""
+    if config.structured_output != "auto":
+        return config.structured_output
+    return probe_structured_output(url, model, api_key)

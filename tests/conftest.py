@@ -45,7 +45,8 @@ def run_generation(db: Path, url: str, **config) -> RunSummary:
     con = connect(db)
     create_views(con)
     log = EventLog(con)
-    endpoint = Endpoint(url, "stub-model", "test-key")
+    method = "json_mode" if cfg.structured_output == "json_mode" else "json_schema"
+    endpoint = Endpoint(url, "stub-model", "test-key", method)
     try:
         return asyncio.run(generate(con, log, cfg, endpoint, endpoint))
     finally:

@@ -21,7 +21,11 @@ REFINER_HARD_NEGATIVE = "a topic the documents do not cover"
 
 
 def schema_name(body: dict) -> str:
-    return body["response_format"]["json_schema"]["name"]
+    """The pydantic model asked for: from json_schema, or from the schema hint that json_mode adds."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt["json_schema"]["name"]
+    return re.search(r"for schema (\w+)", body["messages"][0]["content"]).group(1)
 
 
 def system_text(body: dict) -> str:

@@ -126,3 +126,28 @@ def test_serve_prints_url_serves_models_and_stops_on_ctrl_c():
         ]
     finally:
         proc.kill()
+
+
+def test_keep_server_is_reused_by_the_next_run(tmp_path: Path):
+    import os as _os
+    import signal
+
+    db = tmp_path / "forge.duckdb"
+    env = {**_os.environ, "TEACHERFORGE_CACHE": str(tmp_path / "cache")}
+    assert tf("ingest", EXAMPLES, "--db", db, env=env).returncode == 0
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "n: 1\nmax_revisions: 0\nplan: {min_user_turns: 1, max_user_turns: 1, hard_negative_rate: 0}\n"
+    )
+    first = tf("run", "--db", db, "--config", config, "--keep-server", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = json.loads((tmp_path / "cache" / "kept-server.json").read_text())
+    try:
+        second = tf("run", "--db", db, "--config", config, env=env)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert f"reusing kept embedded model server: smollm2-135m-instruct at {kept['url']}" in second.stderr
+        assert "embedded model server:" not in second.stderr.replace(
+            "reusing kept embedded model server:", ""
+        )
+    finally:
+        _os.kill(kept["pid"], signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import query, run_generation
 from scripted import REFUSAL, GoodModel, failing_critique, http_error
 from stub_server import StubServer
@@ -164,3 +165,32 @@ def test_api_key_never_reaches_the_event_log(db_path):
     with StubServer(GoodModel()) as stub:
         run_generation(db_path, stub.url, n=1)
     assert query(db_path, "SELECT count(*) FROM events WHERE payload::VARCHAR LIKE '%test-key%'")[0][0] == 0
+
+
+def test_server_without_json_schema_gets_json_mode_with_the_schema_in_the_prompt(db_path):
+    from scripted import schema_name
+    from stub_server import StubReply
+    from teacherforge.graph.config import RunConfig
+    from teacherforge.graph.endpoints import EndpointError, probe_structured_output
+    from teacherforge.graph.session import run_endpoints
+
+    good = GoodModel()
+
+    def no_json_schema(body):
+        if (body.get("response_format") or {}).get("type") == "json_schema":
+            return StubReply(content="response_format json_schema is not supported", status=400)
+        return good(body) if "for schema" in body["messages"][0]["content"] else {"ok": True}
+
+    with StubServer(no_json_schema) as stub:
+        config = RunConfig(llm_url=stub.url, model="stub-model")
+        with run_endpoints(config) as (generator, critic):
+            assert generator.structured == critic.structured == "json_mode"
+        summary = run_generation(db_path, stub.url, n=2, structured_output="json_mode")
+        agent_calls = [b for b in stub.requests if b["messages"][0]["role"] == "system"]
+    assert summary.accepted == 2
+    assert agent_calls and all(b["response_format"]["type"] == "json_object" for b in agent_calls)
+    assert {schema_name(b) for b in agent_calls} == {"UserMessage", "TeacherReply", "Critique"}
+
+    refuse = StubServer(lambda body: StubReply(content="no structured output here", status=400))
+    with refuse as stub, pytest.raises(EndpointError, match="neither json_schema nor json_object"):
+        probe_structured_output(stub.url, "stub-model")

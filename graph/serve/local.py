@@ -87,6 +87,7 @@ class LocalServer:
         chat_format: str | None = None,
         default_max_tokens: int = 2048,
         startup_timeout: float = 120.0,
+        watch_parent: bool = True,
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else bundled_teacher_gguf()
         if not self.model_path.is_file():
@@ -96,6 +97,7 @@ class LocalServer:
         self.n_ctx, self.chat_format, self.default_max_tokens = n_ctx, chat_format, default_max_tokens
         self.model: str = model_id or model_id_for(self.model_path)
         self.startup_timeout = startup_timeout
+        self.watch_parent = watch_parent  # False for --keep-server: the server outlives this process
         self.startup_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -118,8 +120,10 @@ class LocalServer:
             "--model", str(self.model_path), "--model-id", self.model,
             "--host", self.host, "--port", str(self.port),
             "--threads", str(self.threads), "--n-ctx", str(self.n_ctx),
-            "--default-max-tokens", str(self.default_max_tokens), "--parent-pid", str(os.getpid()),
+            "--default-max-tokens", str(self.default_max_tokens),
         ]  # fmt: skip
+        if self.watch_parent:
+            cmd += ["--parent-pid", str(os.getpid())]
         return cmd + (["--chat-format", self.chat_format] if self.chat_format else [])
 
     def start(self) -> LocalServer:
@@ -190,6 +194,12 @@ class LocalServer:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+    def detach(self) -> None:
+        """Leave the server running after this process exits (``run --keep-server``)."""
+        if self._proc is not None:
+            _LIVE.discard(self)
+            self._proc = None
 
     def __enter__(self) -> LocalServer:
         return self.start()
