@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+
 from teacherforge.agents.context import AgentContext
 from teacherforge.agents.llm import AgentResult
 from teacherforge.agents.schemas import Critique, Plan

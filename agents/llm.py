@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -18,12 +19,14 @@ import openai
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
-from teacherforge.prompts import RenderedPrompt
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from teacherforge.prompts import RenderedPrompt
+
 T = TypeVar("T", bound=BaseModel)
 StructuredMethod = Literal["json_schema", "json_mode"]
+OFFLINE_MISS = "offline: request changed since it was recorded; not sent to the model (--offline)"
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,9 @@ class StructuredLLM:
     ):
         self.endpoint = endpoint
         self.method = method
+        # Recorded replies by request hash (resume, fork, re-runs): a hit costs no model call.
+        self.replies: Mapping[str, dict[str, Any]] | None = None
+        self.offline = False  # with replies: refuse to call the model on a miss
         self.params = params
         self.retry = retry or RetryPolicy()
         self._chat = ChatOpenAI(
@@ -159,6 +165,24 @@ class StructuredLLM:
             messages = _with_schema_hint(messages, schema)
         params = self._params_for(seed)
         rhash = request_hash(self.endpoint.model, messages, params, json_schema)
+        record_args = {
+            "agent": agent,
+            "endpoint": self.endpoint.url,
+            "model": self.endpoint.model,
+            "messages": messages,
+            "params": params,
+            "schema_name": schema.__name__,
+            "template": prompt.template,
+            "template_hash": prompt.template_hash,
+            "request_hash": rhash,
+        }
+        recorded = self.replies.get(rhash) if self.replies is not None else None
+        if recorded is not None:
+            record = LLMCallRecord(**record_args, attempt=1, latency_ms=0.0, reused=True, **recorded)
+            return AgentResult(output=schema.model_validate(recorded["parsed"]), calls=[record])
+        if self.offline:
+            record = LLMCallRecord(**record_args, attempt=1, latency_ms=0.0, error=OFFLINE_MISS)
+            raise LLMCallFailed(agent, [record])
         runnable = self._chat.bind(seed=seed) if seed is not None else self._chat
         structured = runnable.with_structured_output(schema, method=self.method, include_raw=True)
         calls: list[LLMCallRecord] = []
@@ -174,17 +198,7 @@ class StructuredLLM:
             async for attempt in retrying:
                 with attempt:
                     record = LLMCallRecord(
-                        agent=agent,
-                        endpoint=self.endpoint.url,
-                        model=self.endpoint.model,
-                        messages=messages,
-                        params=params,
-                        schema_name=schema.__name__,
-                        template=prompt.template,
-                        template_hash=prompt.template_hash,
-                        request_hash=rhash,
-                        attempt=attempt.retry_state.attempt_number,
-                        latency_ms=0.0,
+                        **record_args, attempt=attempt.retry_state.attempt_number, latency_ms=0.0
                     )
                     calls.append(record)
                     parsed = await self._attempt(structured, messages, record)

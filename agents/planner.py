@@ -12,6 +12,7 @@ import math
 import random
 
 from pydantic import BaseModel, Field, field_validator, model_validator
+
 from teacherforge.agents.schemas import Persona, Plan, Tier
 
 DEFAULT_PERSONAS = [

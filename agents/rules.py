@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
+
 from teacherforge.agents.schemas import Plan
 
 REFUSAL_PATTERNS = re.compile(

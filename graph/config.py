@@ -13,6 +13,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
+
 from teacherforge.agents.critic import CriticThresholds
 from teacherforge.agents.planner import PlanSettings
 from teacherforge.agents.rules import RuleSettings

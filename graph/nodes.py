@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 from langgraph.runtime import Runtime
+
 from teacherforge.agents import critic, persona_user, refiner, rules, teacher
 from teacherforge.agents.llm import LLMCallFailed, LLMCallRecord
 from teacherforge.agents.planner import plan_sample
@@ -20,9 +21,10 @@ from teacherforge.agents.schemas import Plan, TurnProblem
 from teacherforge.graph.state import RunDeps, SampleState
 
 
-def _seed(deps: RunDeps, sample_id: str, *parts: Any) -> int:
-    """A per-call sampling seed, so servers that honour seeds reproduce the same replies."""
-    blob = ":".join(str(p) for p in (deps.config.seed, sample_id, *parts))
+def _seed(deps: RunDeps, index: int, *parts: Any) -> int:
+    """A per-call sampling seed from (run seed, plan index, step), not the sample id: a fork of a sample
+    sends the same requests as its parent, so recorded replies can be reused by content hash."""
+    blob = ":".join(str(p) for p in (deps.config.seed, index, *parts))
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
@@ -55,8 +57,15 @@ def _retrieved(deps: RunDeps, sample_id: str, purpose: str, query: str, hits: li
 async def plan_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
     deps = runtime.context
     plan = plan_sample(deps.run_id, deps.config.seed, state["index"], deps.config.plan, deps.categories)
+    if state.get("sample_id"):  # a fork or a resumed sample keeps the id it was given
+        plan = plan.model_copy(update={"sample_id": state["sample_id"]})
+    lineage = {k: state[k] for k in ("parent_sample_id", "forked_from_event") if state.get(k)}
     deps.log.append(
-        deps.run_id, "sample.planned", plan.model_dump(), sample_id=plan.sample_id, agent="planner"
+        deps.run_id,
+        "sample.planned",
+        {**plan.model_dump(), **lineage},
+        sample_id=plan.sample_id,
+        agent="planner",
     )
     return {
         "plan": plan.model_dump(),
@@ -102,7 +111,7 @@ async def user_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sampl
     turns = state["turns"]
     try:
         result = await persona_user.next_user_message(
-            deps.agents, plan, state["seed_chunks"], turns, _seed(deps, sid, "user", len(turns))
+            deps.agents, plan, state["seed_chunks"], turns, _seed(deps, state["index"], "user", len(turns))
         )
     except LLMCallFailed as exc:
         return _failed(deps, sid, exc)
@@ -124,7 +133,7 @@ async def teacher_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
     chunks = [h.as_dict() for h in hits]
     try:
         result = await teacher.answer(
-            deps.agents, plan, chunks, turns, _seed(deps, sid, "teacher", len(turns))
+            deps.agents, plan, chunks, turns, _seed(deps, state["index"], "teacher", len(turns))
         )
     except LLMCallFailed as exc:
         return _failed(deps, sid, exc)
@@ -176,7 +185,7 @@ async def critic_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
             plan,
             _sample_chunks(state),
             state["turns"],
-            _seed(deps, sid, "critic", state["revisions"]),
+            _seed(deps, state["index"], "critic", state["revisions"]),
         )
     except LLMCallFailed as exc:
         return _failed(deps, sid, exc)
@@ -218,7 +227,7 @@ async def refine_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
             {i: _sample_chunks(state, i) for i in failing},
             turns,
             problems,
-            _seed(deps, sid, "refine", revision),
+            _seed(deps, state["index"], "refine", revision),
         )
     except LLMCallFailed as exc:
         return _failed(deps, sid, exc)

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+
 from teacherforge.store.projection import SampleView, fold_with_snapshots
 
 CONVERSATION_EVENTS = {"turn.added", "turn.revised"}

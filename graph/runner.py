@@ -6,10 +6,11 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import duckdb
+
 from teacherforge.agents.context import AgentContext
 from teacherforge.agents.llm import Endpoint, RetryPolicy, SamplingParams, StructuredLLM
 from teacherforge.graph.config import RunConfig
@@ -68,6 +69,25 @@ def _endpoint_payload(endpoint: Endpoint) -> dict:
     return {"url": endpoint.url, "model": endpoint.model, "structured_output": endpoint.structured}
 
 
+@dataclass(frozen=True)
+class SampleJob:
+    """One sample to generate: a fresh index, a resumed one (restart) or a fork of another sample."""
+
+    index: int
+    sample_id: str
+    restart: bool = False
+    parent_sample_id: str | None = None
+    forked_from_event: str | None = None
+
+    def graph_input(self) -> dict:
+        lineage = {"parent_sample_id": self.parent_sample_id, "forked_from_event": self.forked_from_event}
+        return {"index": self.index, "sample_id": self.sample_id, **{k: v for k, v in lineage.items() if v}}
+
+
+def fresh_jobs(run_id: str, n: int) -> list[SampleJob]:
+    return [SampleJob(i, f"{run_id}-{i:05d}") for i in range(n)]
+
+
 async def generate(
     con: duckdb.DuckDBPyConnection,
     log: EventLog,
@@ -76,75 +96,98 @@ async def generate(
     critic: Endpoint,
     run_id: str | None = None,
     on_sample_done: Callable[[str, str], None] | None = None,
+    jobs: list[SampleJob] | None = None,
+    replies: Mapping[str, dict] | None = None,
+    offline: bool = False,
+    resumed: bool = False,
+    extra_start: dict | None = None,
 ) -> RunSummary:
-    """Generate ``config.n`` samples; every step is an event, so nothing here is lost on a crash."""
-    started = time.perf_counter()
+    """Generate the jobs (default: ``config.n`` fresh samples); every step is an event.
+
+    ``replies`` are recorded replies by request hash: matching requests are not sent to the model
+    (``offline`` refuses any other). With ``resumed`` the run already has ``run.started``.
+    """
+    started, started_at = time.perf_counter(), dt.datetime.now(dt.UTC).replace(tzinfo=None)
     run_id = run_id or new_run_id()
+    jobs = fresh_jobs(run_id, config.n) if jobs is None else jobs
     retriever = build_retriever(con)
-    deps = RunDeps(
-        run_id=run_id,
-        config=config,
-        agents=build_agents(config, generator, critic),
-        retriever=retriever,
-        log=log,
-        categories=retriever.categories(),
-    )
-    log.append(
-        run_id,
-        "run.started",
-        {
-            "n": config.n,
-            "config": config.model_dump(mode="json"),
-            "config_hash": config.config_hash(),
-            "generator": _endpoint_payload(generator),
-            "critic": _endpoint_payload(critic),
-            "categories": deps.categories,
-            "chunks": len(retriever.table.ids),
-        },
-    )
+    agents = build_agents(config, generator, critic)
+    for llm in (agents.generator, agents.critic):
+        llm.replies, llm.offline = replies, offline
+    deps = RunDeps(run_id, config, agents, retriever, log, retriever.categories())
+    if resumed:
+        log.append(
+            run_id,
+            "run.resumed",
+            {"samples": [j.sample_id for j in jobs], "reusable_replies": len(replies or {})},
+        )
+    else:
+        log.append(
+            run_id,
+            "run.started",
+            {
+                "n": config.n,
+                "config": config.model_dump(mode="json"),
+                "config_hash": config.config_hash(),
+                "generator": _endpoint_payload(generator),
+                "critic": _endpoint_payload(critic),
+                "categories": deps.categories,
+                "chunks": len(retriever.table.ids),
+                **(extra_start or {}),
+            },
+        )
     graph = build_sample_graph()
     semaphore = asyncio.Semaphore(config.concurrency)
-    counts = {"accepted": 0, "rejected": 0, "failed": 0}
 
-    async def one(index: int) -> None:
+    async def one(job: SampleJob) -> None:
         async with semaphore:
-            sample_id = f"{run_id}-{index:05d}"
+            if job.restart:
+                log.append(run_id, "sample.restarted", {"reason": "resume"}, sample_id=job.sample_id)
             try:
                 final = await graph.ainvoke(
-                    {"index": index}, config={"configurable": {"thread_id": sample_id}}, context=deps
+                    job.graph_input(), config={"configurable": {"thread_id": job.sample_id}}, context=deps
                 )
                 status = final.get("status", "failed")
             except Exception as exc:  # a bug must not lose the run: record it and go on
+                error = f"{type(exc).__name__}: {exc}"
                 log.append(
-                    run_id, "sample.failed", {"error": f"{type(exc).__name__}: {exc}"}, sample_id=sample_id
+                    run_id, "sample.failed", {"error": error, "reasons": [error]}, sample_id=job.sample_id
                 )
                 status = "failed"
-            counts[status] = counts.get(status, 0) + 1
             if on_sample_done:
-                on_sample_done(sample_id, status)
+                on_sample_done(job.sample_id, status)
 
     status = "finished"
     try:
-        await asyncio.gather(*(one(i) for i in range(config.n)))
+        await asyncio.gather(*(one(job) for job in jobs))
     except asyncio.CancelledError:
         status = "interrupted"
         raise
     finally:
         log.flush()
-        llm_calls = (
-            con.cursor()
-            .execute("SELECT count(*) FROM events WHERE run_id = ? AND type = 'llm.call'", [run_id])
-            .fetchall()[0][0]
-        )
-        summary = RunSummary(
-            run_id=run_id,
-            accepted=counts["accepted"],
-            rejected=counts["rejected"],
-            failed=counts["failed"],
-            llm_calls=llm_calls,
-            reused_calls=0,
-            wall_s=round(time.perf_counter() - started, 3),
-        )
+        summary = _summarise(con, run_id, started_at, round(time.perf_counter() - started, 3))
         log.append(run_id, "run.finished", {"status": status, **summary.as_dict()})
         log.flush()
     return summary
+
+
+def _summarise(con: duckdb.DuckDBPyConnection, run_id: str, since: dt.datetime, wall_s: float) -> RunSummary:
+    """Counts over the whole run (a resumed run includes earlier samples); calls of this invocation."""
+    cur = con.cursor()
+    status = dict(
+        cur.execute("SELECT status, count(*) FROM samples WHERE run_id = ? GROUP BY 1", [run_id]).fetchall()
+    )
+    calls = cur.execute(
+        "SELECT count(*) FILTER (WHERE NOT reused), count(*) FILTER (WHERE reused) FROM llm_calls "
+        "WHERE run_id = ? AND ts >= ?",
+        [run_id, since],
+    ).fetchall()[0]
+    return RunSummary(
+        run_id=run_id,
+        accepted=status.get("accepted", 0),
+        rejected=status.get("rejected", 0),
+        failed=status.get("failed", 0),
+        llm_calls=calls[0],
+        reused_calls=calls[1],
+        wall_s=wall_s,
+    )

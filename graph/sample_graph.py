@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+
 from teacherforge.graph import nodes
 from teacherforge.graph.state import RunDeps, SampleState
 

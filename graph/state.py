@@ -14,6 +14,8 @@ from teacherforge.store.retriever import Retriever
 class SampleState(TypedDict, total=False):
     index: int
     sample_id: str
+    parent_sample_id: str
+    forked_from_event: str
     plan: dict[str, Any]
     seed_chunks: list[dict[str, Any]]
     turns: list[dict[str, Any]]

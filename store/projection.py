@@ -39,7 +39,10 @@ def apply(view: SampleView, event: dict[str, Any]) -> SampleView:
     """Apply one event to the view in place (the fold step)."""
     kind, payload = event["type"], event["payload"]
     view.run_id = view.run_id or event["run_id"]
-    if kind == "sample.planned":
+    if kind == "sample.restarted":  # resume: the sample starts over (recorded replies make it cheap)
+        fresh = SampleView(sample_id=view.sample_id, run_id=view.run_id)
+        view.__dict__.update(fresh.__dict__)
+    elif kind == "sample.planned":
         view.plan = payload
     elif kind == "retrieval.done":
         for chunk_id in payload.get("chunk_ids", []):

@@ -6,11 +6,18 @@ Views are recreated on every open, so a database written by an older version get
 from __future__ import annotations
 
 import duckdb
+
 from teacherforge.store.events import ensure_schema
 
 TERMINAL = "('sample.accepted', 'sample.rejected', 'sample.failed')"
 
 VIEWS: dict[str, str] = {
+    # A resumed sample restarts its stream: everything before its last sample.restarted is history.
+    "live_events": """
+        SELECT e.* FROM events e
+        LEFT JOIN (SELECT sample_id, max(seq) AS restart_seq FROM events
+                   WHERE type = 'sample.restarted' GROUP BY sample_id) r ON r.sample_id = e.sample_id
+        WHERE r.restart_seq IS NULL OR e.seq > r.restart_seq""",
     "runs": """
         SELECT s.run_id, s.ts AS started_at, f.ts AS finished_at,
                coalesce(f.payload->>'status', 'running') AS status,
@@ -38,8 +45,8 @@ VIEWS: dict[str, str] = {
                t.payload->'reasons' AS reasons,
                p.payload->>'parent_sample_id' AS parent_sample_id,
                p.ts AS started_at, t.ts AS ended_at
-        FROM events p
-        LEFT JOIN (SELECT * FROM events WHERE type IN {TERMINAL}) t ON t.sample_id = p.sample_id
+        FROM live_events p
+        LEFT JOIN (SELECT * FROM live_events WHERE type IN {TERMINAL}) t ON t.sample_id = p.sample_id
         WHERE p.type = 'sample.planned'""",
     "turns": """
         SELECT sample_id, run_id, CAST(payload->>'turn_index' AS INTEGER) AS turn_index,
@@ -47,7 +54,7 @@ VIEWS: dict[str, str] = {
                CAST(payload->'cited_chunk_ids' AS VARCHAR[]) AS cited_chunk_ids,
                CAST(payload->'retrieved_chunk_ids' AS VARCHAR[]) AS retrieved_chunk_ids,
                coalesce(CAST(payload->>'revision' AS INTEGER), 0) AS revision, seq, ts
-        FROM events WHERE type IN ('turn.added', 'turn.revised')
+        FROM live_events WHERE type IN ('turn.added', 'turn.revised')
         QUALIFY row_number() OVER (PARTITION BY sample_id, payload->>'turn_index' ORDER BY seq DESC) = 1""",
     "llm_calls": """
         SELECT event_id, sample_id, run_id, agent, payload->>'model' AS model,
@@ -59,7 +66,7 @@ VIEWS: dict[str, str] = {
                CAST(payload->>'attempt' AS INTEGER) AS attempt,
                payload->>'error' AS error,
                coalesce(CAST(payload->>'reused' AS BOOLEAN), false) AS reused, ts
-        FROM events WHERE type = 'llm.call'""",
+        FROM events WHERE type = 'llm.call'""",  # every attempt, also before a restart: all were paid for
     "critiques": """
         SELECT sample_id, run_id, CAST(payload->>'revision' AS INTEGER) AS revision,
                CAST(payload->'scores'->>'groundedness' AS INTEGER) AS groundedness,
@@ -70,24 +77,29 @@ VIEWS: dict[str, str] = {
                CAST(payload->>'passed' AS BOOLEAN) AS passed,
                CAST(payload->'failed_dimensions' AS VARCHAR[]) AS failed_dimensions,
                payload->'problems' AS problems, ts
-        FROM events WHERE type = 'critique.done'""",
+        FROM live_events WHERE type = 'critique.done'""",
     "revisions": """
         SELECT sample_id, run_id, CAST(payload->>'revision' AS INTEGER) AS revision,
                CAST(payload->'failing_turns' AS INTEGER[]) AS failing_turns,
                payload->'problems' AS problems, ts
-        FROM events WHERE type = 'refine.done'""",
+        FROM live_events WHERE type = 'refine.done'""",
     "retrievals": """
         SELECT sample_id, run_id, CAST(payload->>'turn_index' AS INTEGER) AS turn_index,
                payload->>'purpose' AS purpose, payload->>'query' AS query, payload->>'mode' AS mode,
                CAST(payload->'chunk_ids' AS VARCHAR[]) AS chunk_ids,
                CAST(payload->'scores' AS DOUBLE[]) AS scores, ts
-        FROM events WHERE type = 'retrieval.done'""",
+        FROM live_events WHERE type = 'retrieval.done'""",
     "rule_failures": """
         SELECT sample_id, run_id, CAST(payload->>'revision' AS INTEGER) AS revision,
                f->>'rule' AS rule, CAST(f->>'turn_index' AS INTEGER) AS turn_index, f->>'detail' AS detail,
                coalesce(CAST(f->>'advisory' AS BOOLEAN), false) AS advisory, ts
         FROM (SELECT *, unnest(CAST(payload->'failures' AS JSON[])) AS f
-              FROM events WHERE type = 'rules.checked')""",
+              FROM live_events WHERE type = 'rules.checked')""",
+    "dedup_drops": """
+        SELECT sample_id, run_id, payload->>'kept_sample_id' AS kept_sample_id, payload->>'method' AS method,
+               payload->>'field' AS field, CAST(payload->>'similarity' AS DOUBLE) AS similarity,
+               CAST(payload->>'threshold' AS DOUBLE) AS threshold, payload->>'dedup_id' AS dedup_id, ts
+        FROM events WHERE type = 'dedup.dropped'""",
 }
 
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from teacherforge.agents.llm import Endpoint
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.ingest import ingest

@@ -25,7 +25,8 @@ def schema_name(body: dict) -> str:
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
         return fmt["json_schema"]["name"]
-    return re.search(r"for schema (\w+)", body["messages"][0]["content"]).group(1)
+    hint = re.search(r"for schema (\w+)", body["messages"][0]["content"])
+    return hint.group(1) if hint else "Probe"
 
 
 def system_text(body: dict) -> str:
@@ -59,6 +60,10 @@ class GoodModel:
                 return reply
         return getattr(self, f"_{name}")(body)
 
+    def _Probe(self, body: dict) -> dict:
+        """TeacherForge's one-off structured-output probe at run start."""
+        return {"ok": True}
+
     def _UserMessage(self, body: dict) -> dict:
         system = system_text(body)
         k = next(self._counter)
@@ -66,8 +71,9 @@ class GoodModel:
             topic = system.split(HARD_NEGATIVE_MARK, 1)[1].split(".\n", 1)[0].strip().rstrip(".")
             return {"message": f"Question {k}: can you tell me about {topic}?"}
         found = sources(body)
-        first = found[k % len(found)][1] if found else "the rules"
-        words = " ".join(first.split()[:6])
+        tokens = (found[k % len(found)][1] if found else "the rules").split()
+        start = (k * 7) % max(1, len(tokens) - 6)  # a different window each turn: no repeated questions
+        words = " ".join(tokens[start : start + 6])
         return {"message": f"Question {k}: what do the rules say about {words}?"}
 
     def _TeacherReply(self, body: dict) -> dict:
@@ -81,11 +87,14 @@ class GoodModel:
                 "cited_chunk_ids": [],
                 "content": refusal,
             }
-        chunk_id, text = found[transcript.count("USER:") % len(found)]
+        turn = transcript.count("USER:")
+        chunk_id, text = found[turn % len(found)]
+        words = text.split()
+        start = (turn * 15) % max(1, len(words) - 20)  # a different passage each turn: no repeated answers
         return {
             "thought": f"The question is answered by [{chunk_id}].",
             "cited_chunk_ids": [chunk_id],
-            "content": "According to the documents: " + " ".join(text.split())[:300],
+            "content": "According to the documents: " + " ".join(words[start:])[:300],
         }
 
     def _Critique(self, body: dict) -> dict:

@@ -6,8 +6,9 @@ import json
 
 from scripted import GoodModel
 from stub_server import StubServer
-from teacherforge.graph.cli import app
 from typer.testing import CliRunner
+
+from teacherforge.graph.cli import app
 
 runner = CliRunner()
 

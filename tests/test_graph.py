@@ -8,6 +8,7 @@ import pytest
 from conftest import query, run_generation
 from scripted import REFUSAL, GoodModel, failing_critique, http_error
 from stub_server import StubServer
+
 from teacherforge.store.database import connect
 from teacherforge.store.export import openai_record
 from teacherforge.store.projection import fold, load_events
@@ -170,6 +171,7 @@ def test_api_key_never_reaches_the_event_log(db_path):
 def test_server_without_json_schema_gets_json_mode_with_the_schema_in_the_prompt(db_path):
     from scripted import schema_name
     from stub_server import StubReply
+
     from teacherforge.graph.config import RunConfig
     from teacherforge.graph.endpoints import EndpointError, probe_structured_output
     from teacherforge.graph.session import run_endpoints

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import EXAMPLES, query
+
 from teacherforge.graph.ingest import ingest
 from teacherforge.store.chunking import chunk_document
 from teacherforge.store.database import connect

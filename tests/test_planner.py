@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 from pydantic import ValidationError
+
 from teacherforge.agents.planner import PlanSettings, plan_sample
 
 CATEGORIES = ["admissions", "fees", "housing", "scholarships"]

@@ -18,7 +18,17 @@ def populated_db(ingested_template, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("prov") / "forge.duckdb"
     shutil.copy(ingested_template, path)
-    model = GoodModel({"Critique": lambda body, n: failing_critique(1) if n % 3 == 0 else None})
+    def sloppy_teacher(body, n):  # every fifth answer cites a chunk it never saw: a rule failure
+        if n % 5 == 0:
+            return {"thought": "see [zzz-999]", "cited_chunk_ids": ["zzz-999"], "content": "It is described there."}
+        return None
+
+    model = GoodModel(
+        {
+            "Critique": lambda body, n: failing_critique(1) if n % 3 == 0 else None,
+            "TeacherReply": sloppy_teacher,
+        }
+    )
     with StubServer(model, faults=FaultPlan(script={3: "500", 9: "truncated"})) as stub:
         run_generation(path, stub.url, n=8, max_revisions=1, plan={"hard_negative_rate": 0.25})
     return path

@@ -87,6 +87,7 @@ def test_advisory_rules_are_recorded_but_do_not_block():
 def test_unknown_advisory_rule_is_named():
     import pytest
     from pydantic import ValidationError
+
     from teacherforge.agents.rules import RuleSettings
 
     with pytest.raises(ValidationError, match="numbers_ungrounded"):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
+
 from teacherforge.graph.serve import local
 from teacherforge.graph.serve.compat import grammar_text
 from teacherforge.graph.serve.local import LocalServer, LocalServerError, bundled_teacher_gguf

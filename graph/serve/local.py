@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO
 
 import httpx
+
 from teacherforge.graph.serve.protocol import model_id_for
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,0 +1,51 @@
+"""Shared pieces of the CLI: the Typer app, consoles, the one-line error, database openers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from teacherforge.graph.config import ConfigError
+from teacherforge.graph.endpoints import EndpointError
+from teacherforge.graph.runner import RunError
+from teacherforge.store.database import DatabaseError, connect
+from teacherforge.store.embedder import EmbedderUnavailable
+from teacherforge.store.events import EventLog
+from teacherforge.store.views import create_views
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Distil documents into training conversations."
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file with the event log and chunk index.")]
+DEFAULT_DB = Path("teacherforge.duckdb")
+USER_ERRORS = (ConfigError, DatabaseError, RunError, EndpointError, EmbedderUnavailable, FileNotFoundError)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def server_error_types() -> tuple[type[Exception], ...]:
+    try:
+        from teacherforge.graph.serve.local import LocalServerError
+
+        return (LocalServerError,)
+    except ImportError:  # pragma: no cover - the serve package is part of the install
+        return ()
+
+
+def open_writer(db: Path):
+    con = connect(db)
+    create_views(con)
+    return con, EventLog(con)
+
+
+def read_only(db: Path):
+    return connect(db, read_only=True)

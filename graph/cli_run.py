@@ -1,0 +1,181 @@
+"""CLI commands that drive models: run (fresh or --resume), serve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from teacherforge.graph.cli_common import (
+    DEFAULT_DB,
+    USER_ERRORS,
+    DbOption,
+    app,
+    err,
+    fail,
+    open_writer,
+    server_error_types,
+)
+from teacherforge.graph.config import load_config
+from teacherforge.graph.lineage import resume_jobs, run_config
+from teacherforge.graph.runner import generate, new_run_id
+from teacherforge.graph.session import run_endpoints
+from teacherforge.store.replies import recorded_replies
+
+
+@app.command()
+def run(
+    n: Annotated[int | None, typer.Option("--n", help="Samples to generate.")] = None,
+    db: DbOption = DEFAULT_DB,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML run config.")] = None,
+    llm_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible URL (vLLM); default: embedded.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name at --llm-url, or a GGUF path for the embedded server.")
+    ] = None,
+    critic_url: Annotated[str | None, typer.Option(help="Separate endpoint for the critic.")] = None,
+    critic_model: Annotated[str | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    concurrency: Annotated[int | None, typer.Option()] = None,
+    max_revisions: Annotated[int | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON summary line.")] = False,
+    keep_server: Annotated[
+        bool, typer.Option(help="Leave the embedded model server running for later runs to reuse.")
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue RUN_ID: keep finished samples, restart the rest reusing recorded replies."
+        ),
+    ] = None,
+) -> None:
+    """Generate conversations: plan → user ⇄ teacher → rules → critic → refine → accept/reject."""
+    overrides = {
+        "n": n,
+        "llm_url": llm_url,
+        "model": model,
+        "critic_url": critic_url,
+        "critic_model": critic_model,
+        "seed": seed,
+        "concurrency": concurrency,
+        "max_revisions": max_revisions,
+    }
+    try:
+        con, log = open_writer(db)
+        if resume:
+            cfg = run_config(con, resume).model_copy(
+                update={k: v for k, v in overrides.items() if v is not None}
+            )
+            jobs, kept = resume_jobs(con, resume, cfg.n)
+            replies = recorded_replies(con, run_id=resume)
+            err.print(
+                f"resuming {resume}: {kept} sample(s) kept, {len(jobs)} to (re)generate", highlight=False
+            )
+        else:
+            cfg = load_config(config, overrides)
+            jobs, replies = None, None
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    run_id = resume or new_run_id()
+    print(run_id, flush=True)
+    try:
+        with run_endpoints(cfg, lambda m: err.print(m, highlight=False), keep_server) as (gen, crit):
+            summary = _generate_with_progress(con, log, cfg, gen, crit, run_id, jobs, replies)
+    except USER_ERRORS + server_error_types() as exc:
+        log.close()
+        fail(str(exc))
+    except KeyboardInterrupt:
+        log.close()
+        fail(f"interrupted; continue with: teacherforge run --resume {run_id} --db {db}", code=130)
+    log.close()
+    err.print(
+        f"run {summary.run_id}: {summary.accepted} accepted, {summary.rejected} rejected, "
+        f"{summary.failed} failed, {summary.llm_calls} LLM calls ({summary.reused_calls} reused) "
+        f"in {summary.wall_s:.1f}s",
+        highlight=False,
+    )
+    if as_json:
+        print(json.dumps(summary.as_dict()), flush=True)
+
+
+def _generate_with_progress(con, log, cfg, gen, crit, run_id, jobs=None, replies=None):
+    counts = {"accepted": 0, "rejected": 0, "failed": 0}
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("generating", total=cfg.n if jobs is None else len(jobs))
+
+        def done(sample_id: str, status: str) -> None:
+            counts[status] = counts.get(status, 0) + 1
+            label = " ".join(f"{k} {v}" for k, v in counts.items())
+            progress.update(task, advance=1, description=f"generating ({label})")
+
+        return asyncio.run(
+            generate(
+                con,
+                log,
+                cfg,
+                gen,
+                crit,
+                run_id=run_id,
+                on_sample_done=done,
+                jobs=jobs,
+                replies=replies,
+                resumed=jobs is not None,
+            )
+        )
+
+
+@app.command()
+def serve(
+    backend: Annotated[str, typer.Option(help="llama (CPU, embedded default) | vllm (GPU box)")] = "llama",
+    model: Annotated[
+        str | None,
+        typer.Option(help="GGUF path (llama; default: bundled SmolLM2-135M-Instruct) or HF id (vllm)"),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Bind address; 0.0.0.0 exposes the server to your network.")
+    ] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Default: a free port (llama) or 8000 (vllm).")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama: CPU threads (default: free cores).")] = None,
+    max_model_len: Annotated[int, typer.Option(help="Context length (n_ctx for llama).")] = 8192,
+    print_command: Annotated[
+        bool, typer.Option(help="vllm: print the command instead of running it.")
+    ] = False,
+) -> None:
+    """Start an OpenAI-compatible model server and print its URL (Ctrl-C stops it)."""
+    if backend == "vllm":
+        from teacherforge.graph.serve.vllm import DEFAULT_MODEL, VllmCommand, VllmNotInstalledError, exec_vllm
+
+        command = VllmCommand(
+            model=model or DEFAULT_MODEL, host=host, port=port or 8000, max_model_len=max_model_len
+        )
+        print(" ".join(command.argv()) if print_command else command.url, flush=True)
+        if print_command:
+            return
+        try:
+            exec_vllm(command)
+        except VllmNotInstalledError as exc:
+            fail(str(exc))
+    if backend != "llama":
+        fail(f"--backend must be llama or vllm (got '{backend}')")
+    from teacherforge.graph.serve.local import LocalServer
+
+    try:
+        server = LocalServer(model, host=host, port=port, threads=threads, n_ctx=max_model_len).start()
+    except server_error_types() as exc:
+        fail(str(exc))
+    print(server.url, flush=True)
+    err.print(f"serving {server.model} ({server.threads} threads); Ctrl-C stops it", highlight=False)
+    try:
+        signal.pause() if hasattr(signal, "pause") else time.sleep(10**9)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
