@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Distil documents into training conversations."
 )
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message: logs stay greppable
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file with the event log and chunk index.")]
 DEFAULT_DB = Path("teacherforge.duckdb")
