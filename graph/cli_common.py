@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from teacherforge.graph.cli_retrieval import RETRIEVAL_ERRORS
 from teacherforge.graph.config import ConfigError
 from teacherforge.graph.endpoints import EndpointError
 from teacherforge.graph.runner import RunError
@@ -24,7 +25,15 @@ err = Console(stderr=True, soft_wrap=True)  # one line per message: logs stay gr
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file with the event log and chunk index.")]
 DEFAULT_DB = Path("teacherforge.duckdb")
-USER_ERRORS = (ConfigError, DatabaseError, RunError, EndpointError, EmbedderUnavailable, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    DatabaseError,
+    RunError,
+    EndpointError,
+    EmbedderUnavailable,
+    FileNotFoundError,
+    *RETRIEVAL_ERRORS,
+)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -20,6 +20,18 @@ from teacherforge.graph.cli_common import (
     out,
     read_only,
 )
+from teacherforge.graph.cli_retrieval import (
+    DEFAULT_COLLECTION,
+    StoreOption,
+    WeaviateCollectionOption,
+    WeaviateGrpcOption,
+    WeaviateUrlOption,
+    ingest_with_progress,
+    search_once,
+    store_settings,
+    summary_lines,
+    sync_weaviate,
+)
 
 
 @app.command()
@@ -28,26 +40,26 @@ def ingest(
     db: DbOption = DEFAULT_DB,
     category_from: Annotated[str, typer.Option(help="folder|frontmatter|none")] = "folder",
     embedder: Annotated[str | None, typer.Option(help="minilm-onnx-int8 (default) or st:<model>")] = None,
+    store: StoreOption = "duckdb",
+    weaviate_url: WeaviateUrlOption = None,
+    weaviate_grpc_port: WeaviateGrpcOption = 50051,
+    weaviate_collection: WeaviateCollectionOption = DEFAULT_COLLECTION,
 ) -> None:
     """Load, chunk, embed and index documents (re-ingesting unchanged files is a no-op)."""
-    from teacherforge.graph.ingest import ingest as run_ingest
-
     if category_from not in ("folder", "frontmatter", "none"):
         fail(f"--category-from must be folder, frontmatter or none (got '{category_from}')")
     try:
+        settings = store_settings(store, weaviate_url, weaviate_grpc_port, weaviate_collection)
         con, log = open_writer(db)
-        with err.status("ingesting…") as status:
-            summary = run_ingest(con, log, paths, category_from, embedder, on_file=lambda f: status.update(f))
-        log.close()
+        try:
+            summary = ingest_with_progress(con, log, paths, category_from, embedder, err)
+            sync = sync_weaviate(con, settings, err, log, summary.ingest_id) if settings else None
+        finally:
+            log.close()
     except USER_ERRORS as exc:
         fail(str(exc))
-    out.print(
-        f"ingested {len(summary.added)} new, {len(summary.updated)} changed, "
-        f"{len(summary.unchanged)} unchanged document(s); {summary.chunks} chunk(s) written; "
-        f"{len(summary.skipped)} skipped"
-    )
-    for path, reason in summary.skipped:
-        out.print(f"  skipped {path}: {reason}", highlight=False)
+    for line in summary_lines(summary, sync):
+        out.print(line, highlight=False)
 
 
 @app.command()
@@ -96,15 +108,18 @@ def search(
     mode: Annotated[str, typer.Option("--search", help="vector|bm25|hybrid")] = "hybrid",
     category: Annotated[str | None, typer.Option()] = None,
     fmt: Annotated[str, typer.Option("--format", help="table|json")] = "table",
+    store: StoreOption = "duckdb",
+    weaviate_url: WeaviateUrlOption = None,
+    weaviate_grpc_port: WeaviateGrpcOption = 50051,
+    weaviate_collection: WeaviateCollectionOption = DEFAULT_COLLECTION,
 ) -> None:
     """Show the top-k chunks for a query (what the teacher would see)."""
-    from teacherforge.graph.runner import build_retriever
-
     if mode not in ("vector", "bm25", "hybrid"):
         fail(f"--search must be vector, bm25 or hybrid (got '{mode}')")
     try:
+        settings = store_settings(store, weaviate_url, weaviate_grpc_port, weaviate_collection)
         con = read_only(db)
-        hits = build_retriever(con).search(query, k, mode, category)
+        hits = search_once(con, settings, query, k, mode, category)
     except USER_ERRORS as exc:
         fail(str(exc))
     if fmt == "json":

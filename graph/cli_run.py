@@ -22,6 +22,16 @@ from teacherforge.graph.cli_common import (
     open_writer,
     server_error_types,
 )
+from teacherforge.graph.cli_retrieval import (
+    DEFAULT_COLLECTION,
+    StoreOption,
+    WeaviateCollectionOption,
+    WeaviateGrpcOption,
+    WeaviateUrlOption,
+    close_retriever,
+    open_retriever,
+    store_settings,
+)
 from teacherforge.graph.config import load_config
 from teacherforge.graph.lineage import resume_jobs, run_config
 from teacherforge.graph.runner import generate, new_run_id
@@ -55,6 +65,10 @@ def run(
             help="Continue RUN_ID: keep finished samples, restart the rest reusing recorded replies."
         ),
     ] = None,
+    store: StoreOption = "duckdb",
+    weaviate_url: WeaviateUrlOption = None,
+    weaviate_grpc_port: WeaviateGrpcOption = 50051,
+    weaviate_collection: WeaviateCollectionOption = DEFAULT_COLLECTION,
 ) -> None:
     """Generate conversations: plan → user ⇄ teacher → rules → critic → refine → accept/reject."""
     overrides = {
@@ -68,7 +82,9 @@ def run(
         "max_revisions": max_revisions,
     }
     try:
+        settings = store_settings(store, weaviate_url, weaviate_grpc_port, weaviate_collection)
         con, log = open_writer(db)
+        retriever = open_retriever(con, settings) if settings else None
         if resume:
             cfg = run_config(con, resume).model_copy(
                 update={k: v for k, v in overrides.items() if v is not None}
@@ -87,13 +103,16 @@ def run(
     print(run_id, flush=True)
     try:
         with run_endpoints(cfg, lambda m: err.print(m, highlight=False), keep_server) as (gen, crit):
-            summary = _generate_with_progress(con, log, cfg, gen, crit, run_id, jobs, replies)
+            summary = _generate_with_progress(con, log, cfg, gen, crit, run_id, jobs, replies, retriever)
     except USER_ERRORS + server_error_types() as exc:
         log.close()
         fail(str(exc))
     except KeyboardInterrupt:
         log.close()
         fail(f"interrupted; continue with: teacherforge run --resume {run_id} --db {db}", code=130)
+    finally:
+        if retriever is not None:
+            close_retriever(retriever)
     log.close()
     err.print(
         f"run {summary.run_id}: {summary.accepted} accepted, {summary.rejected} rejected, "
@@ -105,7 +124,7 @@ def run(
         print(json.dumps(summary.as_dict()), flush=True)
 
 
-def _generate_with_progress(con, log, cfg, gen, crit, run_id, jobs=None, replies=None):
+def _generate_with_progress(con, log, cfg, gen, crit, run_id, jobs=None, replies=None, retriever=None):
     counts = {"accepted": 0, "rejected": 0, "failed": 0}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=err, transient=False) as progress:
@@ -128,6 +147,7 @@ def _generate_with_progress(con, log, cfg, gen, crit, run_id, jobs=None, replies
                 jobs=jobs,
                 replies=replies,
                 resumed=jobs is not None,
+                retriever=retriever,
             )
         )
 

@@ -20,7 +20,7 @@ from teacherforge.prompts import PromptLibrary
 from teacherforge.store.embedder import load_embedder
 from teacherforge.store.events import EventLog
 from teacherforge.store.index import load_chunks
-from teacherforge.store.retriever import InMemoryRetriever
+from teacherforge.store.retriever import InMemoryRetriever, Retriever
 
 
 class RunError(Exception):
@@ -101,6 +101,7 @@ async def generate(
     offline: bool = False,
     resumed: bool = False,
     extra_start: dict | None = None,
+    retriever: Retriever | None = None,
 ) -> RunSummary:
     """Generate the jobs (default: ``config.n`` fresh samples); every step is an event.
 
@@ -110,7 +111,7 @@ async def generate(
     started, started_at = time.perf_counter(), dt.datetime.now(dt.UTC).replace(tzinfo=None)
     run_id = run_id or new_run_id()
     jobs = fresh_jobs(run_id, config.n) if jobs is None else jobs
-    retriever = build_retriever(con)
+    retriever = retriever if retriever is not None else build_retriever(con)
     agents = build_agents(config, generator, critic)
     for llm in (agents.generator, agents.critic):
         llm.replies, llm.offline = replies, offline
@@ -132,7 +133,7 @@ async def generate(
                 "generator": _endpoint_payload(generator),
                 "critic": _endpoint_payload(critic),
                 "categories": deps.categories,
-                "chunks": len(retriever.table.ids),
+                "chunks": retriever.count(),
                 **(extra_start or {}),
             },
         )

@@ -1,17 +1,20 @@
 """Sentence-preserving, heading-aware chunking (default 800 characters, 100 overlap; seed 002).
 
-A chunk never crosses a section boundary and never ends inside a sentence (only a single sentence
-longer than the budget is cut, at a space). Chunk ids are ``<document hash[:10]>-<position>``, so an
-unchanged file re-ingests to the same ids and a changed one gets new ids.
+A chunk never crosses a section or page boundary and never ends inside a sentence (only a single
+sentence longer than the budget is cut, at a space), so its section path and PDF page are exact.
+Chunk ids are ``<document hash[:10]>-<position>``, so an unchanged file re-ingests to the same ids
+and a changed one gets new ids.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 from teacherforge.store.documents import Document
 
+T = TypeVar("T")
 SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)])\s)")
 
 
@@ -24,6 +27,7 @@ class Chunk:
     start: int
     end: int
     text: str
+    page: int | None = None
 
 
 def _sentences(text: str, base: int) -> list[tuple[int, int]]:
@@ -68,13 +72,23 @@ def _pack(spans: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[i
     return windows
 
 
+def _last_at(marks: list[tuple[int, T]], offset: int, default: T) -> T:
+    """The value of the last mark at or before ``offset`` (marks are sorted by offset)."""
+    value = default
+    for at, v in marks:
+        if at > offset:
+            break
+        value = v
+    return value
+
+
 def chunk_document(doc: Document, size: int = 800, overlap: int = 100) -> list[Chunk]:
     text = doc.text
-    bounds = sorted({0, *[offset for offset, _ in doc.sections]}) + [len(text)]
-    section_at = dict(doc.sections)
+    bounds = sorted({0, *[o for o, _ in doc.sections], *[o for o, _ in doc.pages]}) + [len(text)]
     chunks: list[Chunk] = []
     doc_hash = doc.content_hash[:10]
     for start, end in zip(bounds, bounds[1:], strict=False):
+        section, page = _last_at(doc.sections, start, ""), _last_at(doc.pages, start, None)
         spans: list[tuple[int, int]] = []
         for s, e in _sentences(text[start:end], start):
             spans.extend(_hard_split(s, e, text, size) if e - s > size else [(s, e)])
@@ -87,10 +101,11 @@ def chunk_document(doc: Document, size: int = 800, overlap: int = 100) -> list[C
                     chunk_id=f"{doc_hash}-{len(chunks):03d}",
                     document=doc.path,
                     category=doc.category,
-                    section=section_at.get(start, ""),
+                    section=section,
                     start=s,
                     end=e,
                     text=body,
+                    page=page,
                 )
             )
     return chunks

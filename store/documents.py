@@ -31,6 +31,8 @@ class Document:
     front_matter: dict = field(default_factory=dict)
     # (character offset, section path) where each section starts
     sections: list[tuple[int, str]] = field(default_factory=list)
+    # (character offset, 1-based page number) where each page starts; PDFs only
+    pages: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def content_hash(self) -> str:

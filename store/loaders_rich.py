@@ -17,9 +17,9 @@ def _require(module: str, package: str):
 def load_html(path: Path) -> Document:
     """Main text with headings kept as markdown-style lines, so sections survive chunking."""
     _require("selectolax", "selectolax")
-    from selectolax.parser import HTMLParser
+    from selectolax.lexbor import LexborHTMLParser  # the old Modest backend is gone in selectolax 1.0
 
-    tree = HTMLParser(_read_text(path))
+    tree = LexborHTMLParser(_read_text(path))
     for node in tree.css("script, style, nav, header, footer, noscript"):
         node.decompose()
     root = tree.css_first("main") or tree.css_first("article") or tree.body
@@ -45,6 +45,7 @@ def load_html(path: Path) -> Document:
 
 
 def load_pdf(path: Path) -> Document:
+    """Text layer page by page; each page start is recorded so every chunk knows its page."""
     _require("pypdf", "pypdf")
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -52,15 +53,19 @@ def load_pdf(path: Path) -> Document:
     try:
         reader = PdfReader(str(path))
         pages = [(page.extract_text() or "") for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError) as exc:
-        raise SkipDocument(f"unreadable PDF ({exc}); re-export it or OCR it first") from exc
+        title = str((reader.metadata or {}).get("/Title") or "").strip() or path.stem
+    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
+        detail = (str(exc).splitlines() or [""])[0]
+        raise SkipDocument(f"unreadable PDF ({type(exc).__name__}: {detail}); re-export or OCR it") from exc
     if not any(p.strip() for p in pages):
         raise SkipDocument("PDF has no text layer (scanned?); OCR it first")
-    text, sections = "", []
+    text, starts = "", []
     for number, page_text in enumerate(pages, start=1):
-        sections.append((len(text), f"page {number}"))
+        if not page_text.strip():
+            continue
+        starts.append((len(text), number))
         text += page_text.strip() + "\n\n"
-    return Document(str(path), text, path.stem, None, {}, sections)
+    return Document(str(path), text, title, None, {}, [], starts)
 
 
 def load_docx(path: Path) -> Document:

@@ -63,7 +63,9 @@ def test_fork_with_a_new_critic_prompt_reuses_teacher_replies(db_path, tmp_path)
 
     bundled = (BUNDLED_DIR / "en" / "critic.j2").read_text()
     assert "Be strict and concrete." in bundled
-    (prompts / "critic.j2").write_text(bundled.replace("Be strict and concrete.", "Be very strict; quote sources."))
+    (prompts / "critic.j2").write_text(
+        bundled.replace("Be strict and concrete.", "Be very strict; quote sources.")
+    )
 
     offline = cli("replay", sample_id, "--from", critique_event, "--db", db_path, "--offline",
                   "--prompt-dir", tmp_path / "prompts")  # fmt: skip

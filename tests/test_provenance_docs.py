@@ -18,9 +18,14 @@ def populated_db(ingested_template, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("prov") / "forge.duckdb"
     shutil.copy(ingested_template, path)
+
     def sloppy_teacher(body, n):  # every fifth answer cites a chunk it never saw: a rule failure
         if n % 5 == 0:
-            return {"thought": "see [zzz-999]", "cited_chunk_ids": ["zzz-999"], "content": "It is described there."}
+            return {
+                "thought": "see [zzz-999]",
+                "cited_chunk_ids": ["zzz-999"],
+                "content": "It is described there.",
+            }
         return None
 
     model = GoodModel(
