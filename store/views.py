@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import duckdb
 
+from teacherforge.store.eval_views import EVAL_VIEWS
 from teacherforge.store.events import ensure_schema
 
 TERMINAL = "('sample.accepted', 'sample.rejected', 'sample.failed')"
@@ -101,6 +102,8 @@ VIEWS: dict[str, str] = {
                CAST(payload->>'threshold' AS DOUBLE) AS threshold, payload->>'dedup_id' AS dedup_id, ts
         FROM events WHERE type = 'dedup.dropped'""",
 }
+
+VIEWS.update(EVAL_VIEWS)
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 import httpx
+
 from teacherforge.graph.serve.local import LocalServer
 
 _FILLER = (
