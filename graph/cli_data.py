@@ -1,4 +1,4 @@
-"""CLI commands for documents and datasets: ingest, search, export."""
+"""CLI commands for documents: ingest, search (export lives in cli_export.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from teacherforge.graph.cli_retrieval import (
     summary_lines,
     sync_weaviate,
 )
+from teacherforge.store.documents import MAX_FILE_BYTES
 
 
 @app.command()
@@ -44,15 +45,38 @@ def ingest(
     weaviate_url: WeaviateUrlOption = None,
     weaviate_grpc_port: WeaviateGrpcOption = 50051,
     weaviate_collection: WeaviateCollectionOption = DEFAULT_COLLECTION,
+    max_file_mb: Annotated[
+        float, typer.Option(help="Skip (and list) files larger than this many MiB.")
+    ] = MAX_FILE_BYTES / 2**20,
+    redact_pii: Annotated[
+        bool, typer.Option("--redact-pii", help="Replace emails, phones, card/IBAN/ID numbers with [KIND].")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another process writes to --db, wait for it; do not fail.")
+    ] = False,
 ) -> None:
     """Load, chunk, embed and index documents (re-ingesting unchanged files is a no-op)."""
     if category_from not in ("folder", "frontmatter", "none"):
         fail(f"--category-from must be folder, frontmatter or none (got '{category_from}')")
+    if max_file_mb <= 0:
+        fail(f"--max-file-mb must be positive (got {max_file_mb:g})")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:  # before the database is created or the progress bar drawn
+        fail(f"{', '.join(missing)}: no such file or folder; check the path")
     try:
         settings = store_settings(store, weaviate_url, weaviate_grpc_port, weaviate_collection)
-        con, log = open_writer(db)
+        con, log = open_writer(db, wait)
         try:
-            summary = ingest_with_progress(con, log, paths, category_from, embedder, err)
+            summary = ingest_with_progress(
+                con,
+                log,
+                paths,
+                category_from,
+                embedder,
+                err,
+                max_file_bytes=round(max_file_mb * 2**20),
+                redact_pii=redact_pii,
+            )
             sync = sync_weaviate(con, settings, err, log, summary.ingest_id) if settings else None
         finally:
             log.close()
@@ -60,44 +84,6 @@ def ingest(
         fail(str(exc))
     for line in summary_lines(summary, sync):
         out.print(line, highlight=False)
-
-
-@app.command()
-def export(
-    out_path: Annotated[Path, typer.Option("--out", help="Output JSONL file.")],
-    db: DbOption = DEFAULT_DB,
-    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: the latest run).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="openai")] = "openai",
-    thought: Annotated[str, typer.Option(help="drop|field|inline")] = "drop",
-    system: Annotated[str | None, typer.Option(help="System prompt for every record.")] = None,
-    status: Annotated[
-        str, typer.Option(help="accepted (training data) | rejected | all (for inspection)")
-    ] = "accepted",
-) -> None:
-    """Write a run's accepted conversations (or, for inspection, rejected/all) as a training file."""
-    from teacherforge.store.export import DEFAULT_SYSTEM, openai_record, write_jsonl
-    from teacherforge.store.projection import fold_run
-
-    if fmt != "openai":
-        fail(f"--format {fmt} is not supported yet; use openai")
-    if status not in ("accepted", "rejected", "all"):
-        fail(f"--status must be accepted, rejected or all (got '{status}')")
-    if thought not in ("drop", "field", "inline"):
-        fail(f"--thought must be drop, field or inline (got '{thought}')")
-    try:
-        con = read_only(db)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    if run_id is None:
-        rows = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
-        if not rows:
-            fail(f"{db} has no runs; generate with 'teacherforge run' first")
-        run_id = rows[0][0]
-    views = [v for v in fold_run(con, run_id) if v.turns and (status == "all" or v.status == status)]
-    records = [openai_record(v, thought, system or DEFAULT_SYSTEM) for v in views]
-    write_jsonl(records, out_path)
-    label = "" if status == "all" else f" {status}"
-    out.print(f"wrote {len(records)}{label} conversation(s) of {run_id} to {out_path}")
 
 
 @app.command()

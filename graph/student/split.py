@@ -7,7 +7,10 @@ document). Held-out documents are picked greedily from a seeded order, each step
 document that keeps the most records whole and cuts the fewest, until the held-out share is
 reached. Records touching both sides are dropped (``straddling``) rather than leak.
 
-An export that already carries ``metadata.split`` (train/validation/test) is used as it is.
+An export that already carries ``metadata.split`` (train/validation/test) is used as it is, with
+validation and test as the held-out set, unless every record is in train (a small corpus whose
+documents could not be separated at export): then this module makes its own split, so ``eval``
+still has held-out items.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def record_documents(record: Record) -> frozenset[str]:
 
 def split_by_document(records: Sequence[Record], heldout_share: float = 0.2, seed: int = 0) -> Split:
     """Train / held-out records with no document on both sides (see the module docstring)."""
-    if any(r.metadata.get("split") for r in records):
+    if any(r.metadata.get("split") not in (None, "", "train") for r in records):
         return _from_export(records)
     docs_of = [record_documents(r) for r in records]
     target = max(1, round(heldout_share * len(records))) if heldout_share > 0 else 0
