@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from teacherforge.graph.budget import BudgetError
 from teacherforge.graph.cli_retrieval import RETRIEVAL_ERRORS
 from teacherforge.graph.config import ConfigError
 from teacherforge.graph.endpoints import EndpointError
@@ -15,6 +16,7 @@ from teacherforge.graph.runner import RunError
 from teacherforge.store.database import DatabaseError, connect
 from teacherforge.store.embedder import EmbedderUnavailable
 from teacherforge.store.events import EventLog
+from teacherforge.store.snapshot import SnapshotPublisher
 from teacherforge.store.views import create_views
 
 app = typer.Typer(
@@ -29,6 +31,7 @@ USER_ERRORS = (
     ConfigError,
     DatabaseError,
     RunError,
+    BudgetError,
     EndpointError,
     EmbedderUnavailable,
     FileNotFoundError,
@@ -50,10 +53,15 @@ def server_error_types() -> tuple[type[Exception], ...]:
         return ()
 
 
-def open_writer(db: Path):
-    con = connect(db)
+def open_writer(db: Path, wait: bool = False):
+    """The database for writing: one writer at a time, named if busy (graph/db_lock.py)."""
+    from teacherforge.graph.db_lock import connect_writer
+
+    con = connect_writer(db, wait, lambda m: err.print(m, highlight=False))
     create_views(con)
-    return con, EventLog(con)
+    # other processes cannot open the file now: sql/replay/runs read this snapshot (store/snapshot.py)
+    snapshot = SnapshotPublisher(db) if str(db) != ":memory:" else None
+    return con, EventLog(con, snapshot=snapshot)
 
 
 def read_only(db: Path):
