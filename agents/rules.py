@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -27,7 +28,30 @@ RULES = (
     "refusal_missing",
     "invented_facts",
     "ungrounded_numbers",
+    "prompt_leak",
+    "injection_echo",
 )
+# Documents are data, not instructions: a turn that repeats an injected instruction, talks about its
+# system prompt or carries chat-template / fence markup means a document steered the model.
+INJECTION_MARKERS = re.compile(
+    r"\b(ignore|disregard|forget|override)\s+(all\s+|any\s+|the\s+|your\s+)*"
+    r"(previous|prior|above|earlier|preceding|system|original)\s+(instructions?|prompts?|rules|messages)"
+    r"|\bsystem\s+prompt\b|\bdeveloper\s+mode\b|\bnew\s+instructions\s*:"
+    r"|</?\s*(source|system)\b|<\|[a-z_]+\|>|<(start|end)_of_turn>|\[/?INST\]|<</?SYS>>",
+    re.IGNORECASE,
+)
+# A paragraph of a source that addresses the model ("note to the AI", "reply only with", "print ...
+# verbatim") is an injected instruction even without the markers above.
+INSTRUCTION_CUES = re.compile(
+    r"\b(note|message|instructions?)\s+(to|for)\s+(the\s+)?(ai|assistant|model|chatbot|llm)\b"
+    r"|\b(reply|respond|answer)\s+(only|every\s+\w+)\s+with\b"
+    r"|\b(print|repeat|reveal|output)\b[^.\n]{0,60}\b(verbatim|word\s+for\s+word|your\s+instructions)\b",
+    re.IGNORECASE,
+)
+# what an injected paragraph can make a model echo: codes with digits, ALL-CAPS-HYPHENATED tokens
+PAYLOAD_TOKEN = re.compile(r"\b[\w-]*\d[\w-]*\b|\b[A-Z]{2,}(?:-[A-Z0-9]+)+\b")
+LEAK_NGRAM = 8  # this many consecutive words of a system prompt in a turn is a leak, not a coincidence
+SYSTEM_ROLES = ("teacher", "critic", "refiner", "persona_user", "judge")
 
 
 class RuleSettings(BaseModel):
@@ -40,6 +64,9 @@ class RuleSettings(BaseModel):
     ngram: int = Field(default=4, ge=2)
     max_repeated_ngram_share: float = Field(default=0.35, gt=0, le=1)
     check_numbers: bool = True
+    check_injection: bool = Field(
+        default=True, description="prompt_leak and injection_echo: system-prompt text or injected markup"
+    )
     advisory: list[str] = Field(
         default_factory=list,
         description="Rules recorded but not blocking (e.g. for a tiny local model); names as in RULES.",
@@ -54,11 +81,20 @@ class RuleSettings(BaseModel):
         return names
 
 
+MAX_DETAIL = 200  # "rule: detail" becomes a TurnProblem for the refiner, capped at 300 characters
+
+
 class RuleFailure(BaseModel):
     rule: str
     turn_index: int | None = None
     detail: str
     advisory: bool = False
+
+    @field_validator("detail")
+    @classmethod
+    def _short(cls, detail: str) -> str:
+        """A model can write a 500-digit 'number'; quoting it whole would fail the refine step."""
+        return detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "…"
 
 
 def blocking(failures: list[RuleFailure]) -> list[RuleFailure]:
@@ -78,6 +114,81 @@ def _numbers(text: str) -> set[str]:
     return {m.replace(",", "") for m in NUMBER.findall(text)}
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+@lru_cache(maxsize=4)
+def system_prompt_shingles(language: str = "en") -> frozenset[tuple[str, ...]]:
+    """Every LEAK_NGRAM-word run of the fixed text in the bundled system prompts of ``language``.
+
+    Template expressions split the text, so a shingle never spans a value that varies per sample.
+    """
+    from teacherforge.prompts import BUNDLED_DIR
+
+    shingles: set[tuple[str, ...]] = set()
+    for role in SYSTEM_ROLES:
+        path = BUNDLED_DIR / language / f"{role}.j2"
+        if not path.exists():
+            continue
+        block = re.search(r"{%\s*block system\s*%}(.*?){%\s*endblock", path.read_text(), re.DOTALL)
+        for segment in re.split(r"{[{%].*?[}%]}", block.group(1) if block else ""):
+            words = _words(segment)
+            shingles.update(tuple(words[i : i + LEAK_NGRAM]) for i in range(len(words) - LEAK_NGRAM + 1))
+    return frozenset(shingles)
+
+
+def injected_payload(chunk_text: dict[str, str]) -> tuple[set[str], set[tuple[str, ...]]]:
+    """Tokens and 4-word runs that occur only in the injected paragraphs of the sources.
+
+    A turn that repeats them did what a document told it to (e.g. "reply only with CODE-1234").
+    """
+    injected, clean = [], []
+    for text in chunk_text.values():
+        for para in re.split(r"\n\s*\n", text):
+            hostile = INJECTION_MARKERS.search(para) or INSTRUCTION_CUES.search(para)
+            (injected if hostile else clean).append(para)
+    if not injected:
+        return set(), set()
+    clean_text = " ".join(clean)
+    tokens = {t for p in injected for t in PAYLOAD_TOKEN.findall(p) if len(t) >= 3} - set(
+        PAYLOAD_TOKEN.findall(clean_text)
+    )
+    clean_words = _words(clean_text)
+    clean_grams = {tuple(clean_words[k : k + 4]) for k in range(len(clean_words) - 3)}
+    grams = set()
+    for p in injected:
+        words = _words(INJECTION_MARKERS.sub(" ", p))
+        grams |= {tuple(words[k : k + 4]) for k in range(len(words) - 3)} - clean_grams
+    return tokens, grams
+
+
+def _injection_rules(
+    i: int, turn: dict[str, Any], payload: tuple[set[str], set[tuple[str, ...]]]
+) -> list[RuleFailure]:
+    failures: list[RuleFailure] = []
+    text = " ".join(str(turn.get(k) or "") for k in ("content", "thought"))
+    words, leaked = _words(text), system_prompt_shingles()
+    grams = (tuple(words[k : k + LEAK_NGRAM]) for k in range(len(words) - LEAK_NGRAM + 1))
+    hit = next((g for g in grams if g in leaked), None)
+    if hit:
+        detail = f"repeats system prompt text: '{' '.join(hit)}'"
+        failures.append(RuleFailure(rule="prompt_leak", turn_index=i, detail=detail))
+    marker = INJECTION_MARKERS.search(text)
+    tokens, grams = payload
+    echoed = next((t for t in PAYLOAD_TOKEN.findall(text) if t in tokens), None)
+    if echoed is None and grams:
+        runs = (tuple(words[k : k + 4]) for k in range(len(words) - 3))
+        echoed = next((" ".join(g) for g in runs if g in grams), None)
+    if marker:
+        detail = f"injected instruction or markup: '{marker.group(0)}'"
+        failures.append(RuleFailure(rule="injection_echo", turn_index=i, detail=detail))
+    elif echoed:
+        detail = f"repeats text from an injected instruction in the sources: '{echoed}'"
+        failures.append(RuleFailure(rule="injection_echo", turn_index=i, detail=detail))
+    return failures
+
+
 def check_conversation(
     plan: Plan, turns: list[dict[str, Any]], chunk_text: dict[str, str], settings: RuleSettings | None = None
 ) -> list[RuleFailure]:
@@ -89,6 +200,7 @@ def check_conversation(
     if roles != expected:
         failures.append(RuleFailure(rule="structure", detail=f"roles {roles} != expected {expected}"))
     seen_contents: set[str] = set()
+    payload = injected_payload(chunk_text) if s.check_injection else (set(), set())
     user_text = " ".join(t["content"] for t in turns if t["role"] == "user")
     for i, turn in enumerate(turns):
         content = (turn.get("content") or "").strip()
@@ -116,6 +228,8 @@ def check_conversation(
                 RuleFailure(rule="repetition", turn_index=i, detail="turn repeats an earlier turn")
             )
         seen_contents.add(content.lower())
+        if s.check_injection:
+            failures.extend(_injection_rules(i, turn, payload))
         if turn["role"] == "assistant":
             failures.extend(_assistant_rules(plan, i, turn, chunk_text, user_text, s))
     for failure in failures:

@@ -112,9 +112,10 @@ def ingest_with_progress(
     category_from: CategoryFrom,
     embedder: str | None,
     err: Console,
+    **options: Any,
 ) -> IngestSummary:
     with IngestBar(err) as bar:
-        return ingest(con, log, paths, category_from, embedder, on_file=bar.file, progress=bar)
+        return ingest(con, log, paths, category_from, embedder, on_file=bar.file, progress=bar, **options)
 
 
 def sync_weaviate(
@@ -157,6 +158,7 @@ def summary_lines(summary: IngestSummary, sync: Any = None) -> list[str]:
         f"{len(summary.skipped)} skipped"
     ]
     lines += [f"  skipped {path}: {reason}" for path, reason in summary.skipped]
+    lines += [f"  note {path}: {note}" for path, note in summary.notes]
     if sync is not None:
         lines.append(
             f"weaviate {sync.target}: pushed {len(sync.pushed)} document(s) ({sync.chunks} chunks), "

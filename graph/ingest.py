@@ -21,10 +21,11 @@ import duckdb
 
 from teacherforge.store import bm25_index, index
 from teacherforge.store.chunking import Chunk, chunk_document
-from teacherforge.store.documents import Document, SkipDocument, load_path
+from teacherforge.store.documents import MAX_FILE_BYTES, Document, SkipDocument, load_path
 from teacherforge.store.embed_cache import CachedEmbedder, prune_cache
 from teacherforge.store.embedder import load_embedder
 from teacherforge.store.events import EventLog
+from teacherforge.store.redact import redact_document
 
 CategoryFrom = Literal["folder", "frontmatter", "none"]
 
@@ -44,6 +45,7 @@ class IngestSummary:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # ingested, but worth a look (encoding)
     chunks: int = 0
     embedded: int = 0  # texts actually run through the model (the rest came from the cache)
     embed_s: float = 0.0
@@ -58,6 +60,7 @@ class _Pending:
     doc: Document
     chunks: list[Chunk]
     replaced: bool
+    redacted: dict[str, int] = field(default_factory=dict)  # PII findings per kind (--redact-pii)
 
 
 def _files(paths: list[Path]) -> list[Path]:
@@ -83,6 +86,20 @@ def _category(doc: Document, file: Path, roots: list[Path], mode: CategoryFrom) 
     return file.parent.name or None
 
 
+def _skip(log: EventLog, summary: IngestSummary, path: str, reason: str, **extra) -> None:
+    summary.skipped.append((path, reason))
+    log.append(summary.ingest_id, "document.skipped", {"path": path, "reason": reason, **extra})
+
+
+def _duplicate_in_index(con: duckdb.DuckDBPyConnection, doc: Document) -> str | None:
+    """Another indexed document with the same text whose file still exists (a renamed file is not one)."""
+    rows = con.execute(
+        "SELECT path FROM documents WHERE content_hash = ? AND path <> ? ORDER BY path",
+        [doc.content_hash, doc.path],
+    ).fetchall()
+    return next((r[0] for r in rows if Path(r[0].split("#", 1)[0]).exists()), None)
+
+
 def _plan(
     con: duckdb.DuckDBPyConnection,
     log: EventLog,
@@ -91,25 +108,49 @@ def _plan(
     roots: list[Path],
     opts: dict,
 ) -> list[_Pending]:
-    """Pass 1: load and chunk every file; keep only the documents whose text or embedder changed."""
+    """Pass 1: load and chunk every file; keep only the documents whose text or embedder changed.
+
+    Exact duplicates (same text under another path, or a JSONL id used twice) are skipped: a second
+    copy would only make retrieval return the same passage twice and crowd out other sources.
+    """
     pending: list[_Pending] = []
+    seen_text: dict[str, str] = {}
+    seen_paths: set[str] = set()
     for file in files:
         if opts["on_file"]:
             opts["on_file"](str(file))
         try:
-            docs = load_path(file)
+            docs = load_path(file, opts["max_bytes"])
         except (SkipDocument, OSError) as exc:
-            summary.skipped.append((str(file), str(exc)))
-            log.append(summary.ingest_id, "document.skipped", {"path": str(file), "reason": str(exc)})
+            _skip(log, summary, str(file), str(exc))
+            continue
+        except Exception as exc:  # a loader bug must not stop the other files; it is recorded with its type
+            _skip(log, summary, str(file), f"loader error ({type(exc).__name__}: {exc}); please report it")
             continue
         for doc in docs:
+            if doc.path in seen_paths:
+                reason = "duplicate record id in the same file; give each record its own id"
+                _skip(log, summary, doc.path, reason)
+                continue
+            seen_paths.add(doc.path)
+            redacted = redact_document(doc) if opts["redact_pii"] else {}  # before hashing: it is the text
+            first = seen_text.setdefault(doc.content_hash, doc.path)
+            duplicate_of = first if first != doc.path else None
             doc.category = _category(doc, file, roots, opts["category_from"])
             state = index.document_state(con, doc.path)
-            if state == (doc.content_hash, opts["model_id"]):
+            if duplicate_of is None and state == (doc.content_hash, opts["model_id"]):
                 summary.unchanged.append(doc.path)
                 continue
+            duplicate_of = duplicate_of or _duplicate_in_index(con, doc)
+            if duplicate_of is not None:
+                reason = f"same text as {duplicate_of}; keep one copy"
+                _skip(log, summary, doc.path, reason, duplicate_of=duplicate_of)
+                continue
+            if doc.encoding != "utf-8":
+                note = f"read as {doc.encoding} (not UTF-8); check accented letters"
+                summary.notes.append((doc.path, note))
             chunks = chunk_document(doc, opts["chunk_size"], opts["overlap"])
-            pending.append(_Pending(doc, chunks, state is not None))
+            pending.append(_Pending(doc, chunks, state is not None, redacted))
     return pending
 
 
@@ -123,6 +164,8 @@ def ingest(
     overlap: int = 100,
     on_file: Callable[[str], None] | None = None,
     progress: IngestProgress | None = None,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    redact_pii: bool = False,
 ) -> IngestSummary:
     files = _files(paths)
     embedder = CachedEmbedder(load_embedder(embedder_name) if embedder_name else load_embedder(), con)
@@ -135,6 +178,8 @@ def ingest(
         "model_id": embedder.model_id,
         "chunk_size": chunk_size,
         "overlap": overlap,
+        "max_bytes": max_file_bytes,
+        "redact_pii": redact_pii,
     }
     pending = _plan(con, log, summary, files, paths, opts)
     if progress:
@@ -157,6 +202,8 @@ def ingest(
                 "embedded": embedder.misses - misses_before,
                 "category": doc.category,
                 "replaced": item.replaced,
+                "encoding": doc.encoding,
+                **({"pii_redacted": item.redacted} if item.redacted else {}),
             },
         )
     summary.embedded = embedder.misses

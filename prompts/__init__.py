@@ -8,6 +8,7 @@ A user's ``prompt_dir`` is searched before the bundled templates (prompt overrid
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,26 @@ from typing import Any
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 
 BUNDLED_DIR = Path(__file__).parent
+
+# Markup that could end a fence or open a new role if a document contained it: the prompts' own
+# <source>/<answer> tags, chat-template tokens (<|im_start|>, <start_of_turn>, [INST], <<SYS>>) and
+# bare role tags. Its '<' (or '[') is written as an entity, so the text stays readable but inert.
+_FENCE_BREAKERS = re.compile(
+    r"<(?=\s*/?\s*(?:source|answer|system|user|assistant|start_of_turn|end_of_turn|bos|eos|s)\b)"
+    r"|<(?=\|)|(?<=\|)>|<<(?=\s*/?\s*SYS\s*>>)|\[(?=\s*/?\s*INST\s*\])",
+    re.IGNORECASE,
+)
+_ENTITIES = {"<": "&lt;", ">": "&gt;", "<<": "&lt;&lt;", "[": "&#91;"}
+
+
+def fence(text: object) -> str:
+    """Text to put inside a fence: it can never close the fence or pose as a chat turn."""
+    return _FENCE_BREAKERS.sub(lambda m: _ENTITIES[m.group(0)], str(text))
+
+
+def fence_attr(text: object) -> str:
+    """A value for a tag attribute: fenced, and its quotes and newlines cannot end the attribute."""
+    return fence(text).replace('"', "&quot;").replace("\n", " ")
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,8 @@ class PromptLibrary:
             keep_trailing_newline=False,
             autoescape=False,
         )
+        self._env.filters["fence"] = fence
+        self._env.filters["fence_attr"] = fence_attr
 
     def template_name(self, role: str) -> str:
         return f"{self.language}/{role}.j2"

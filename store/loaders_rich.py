@@ -48,14 +48,17 @@ def load_pdf(path: Path) -> Document:
     """Text layer page by page; each page start is recorded so every chunk knows its page."""
     _require("pypdf", "pypdf")
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):  # many PDFs only have an empty user password
+            raise SkipDocument("encrypted PDF; save a copy without the password")
         pages = [(page.extract_text() or "") for page in reader.pages]
         title = str((reader.metadata or {}).get("/Title") or "").strip() or path.stem
-    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        detail = (str(exc).splitlines() or [""])[0]
+    except SkipDocument:
+        raise
+    except Exception as exc:  # PdfReadError, but also struct/zlib/index/recursion errors for a broken file
+        detail = (str(exc).splitlines() or [""])[0][:160]
         raise SkipDocument(f"unreadable PDF ({type(exc).__name__}: {detail}); re-export or OCR it") from exc
     if not any(p.strip() for p in pages):
         raise SkipDocument("PDF has no text layer (scanned?); OCR it first")

@@ -53,7 +53,8 @@ def test_real_model_run_through_all_agents_and_clean_shutdown(tmp_path: Path):
         "n: 2\nconcurrency: 2\nmax_revisions: 1\nseed: 1\n"
         "plan: {min_user_turns: 1, max_user_turns: 1, hard_negative_rate: 0, multi_source_rate: 0.5}\n"
         "rules: {advisory: [structure, empty_turn, length, repetition, thought_missing, "
-        "citation_not_retrieved, refusal_missing, invented_facts, ungrounded_numbers]}\n"
+        "citation_not_retrieved, refusal_missing, invented_facts, ungrounded_numbers, prompt_leak, "
+        "injection_echo]}\n"
         "critic_thresholds: {groundedness: 5, persona_fidelity: 5, tier_match: 5, "
         "refusal_correctness: 5, naturalness: 5}\n"
     )

@@ -1,0 +1,248 @@
+"""Token and cost budgets, the per-call meter behind them, and the `run --dry-run` estimate.
+
+The meter sees every attempt that reaches a model (reused replies cost nothing) and also tells the
+runner when not one call has succeeded, so a dead endpoint stops a run early instead of failing
+every sample in turn. Caps apply to the whole run: a resumed run starts from the tokens recorded.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from teacherforge.agents.llm import LLMCallRecord
+from teacherforge.agents.planner import plan_sample
+from teacherforge.agents.schemas import Plan
+from teacherforge.graph.config import RunConfig
+from teacherforge.prompts import PromptLibrary
+
+CHARS_PER_TOKEN = 4.0  # a rough English average; recorded averages replace it once a run exists
+# Typical reply sizes in tokens when nothing is recorded yet (schema caps keep replies short).
+DEFAULT_OUT_TOKENS = {"persona_user": 60, "teacher": 250, "critic": 120, "refiner": 300}
+
+
+class BudgetError(ValueError):
+    """A budget flag that cannot work (a cost cap without prices, a negative cap)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Caps for one run; prices are USD per 1M tokens."""
+
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    price_in: float = 0.0
+    price_out: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise BudgetError(f"--max-tokens must be at least 1 (got {self.max_tokens})")
+        if self.max_cost is not None and self.max_cost <= 0:
+            raise BudgetError(f"--max-cost must be above 0 USD (got {self.max_cost:g})")
+        if self.price_in < 0 or self.price_out < 0:
+            raise BudgetError("--price-in and --price-out must not be negative (USD per 1M tokens)")
+        if self.max_cost is not None and self.price_in == 0 and self.price_out == 0:
+            raise BudgetError("--max-cost needs --price-in and/or --price-out (USD per 1M tokens)")
+
+    @property
+    def active(self) -> bool:
+        return self.max_tokens is not None or self.max_cost is not None
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
+class CallMeter:
+    """Counts what the model was actually asked: tokens, successes, and the last error seen."""
+
+    budget: Budget = field(default_factory=Budget)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    ok_calls: int = 0
+    failed_attempts: int = 0
+    last_error: dict[str, str] | None = None
+
+    def observe(self, record: LLMCallRecord) -> None:
+        self.tokens_in += record.tokens_in or 0
+        self.tokens_out += record.tokens_out or 0
+        if record.error:
+            self.failed_attempts += 1
+            self.last_error = {"endpoint": record.endpoint, "model": record.model, "error": record.error}
+        else:
+            self.ok_calls += 1
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    @property
+    def cost(self) -> float:
+        return self.budget.cost(self.tokens_in, self.tokens_out)
+
+    def over_budget(self) -> dict[str, Any] | None:
+        """The cap that was reached, with the figures, or None."""
+        b = self.budget
+        spent = {"tokens": self.tokens, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out}
+        if b.max_tokens is not None and self.tokens >= b.max_tokens:
+            return {"cap": "max_tokens", "limit": b.max_tokens, **spent}
+        if b.max_cost is not None and self.cost >= b.max_cost:
+            return {"cap": "max_cost", "limit": b.max_cost, "cost_usd": round(self.cost, 6), **spent}
+        return None
+
+    def load_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        """Start from what a run already spent (for a resume): caps apply to the whole run."""
+        row = con.execute(
+            "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0) FROM llm_calls "
+            "WHERE run_id = ? AND NOT reused",
+            [run_id],
+        ).fetchall()[0]
+        self.tokens_in, self.tokens_out = int(row[0]), int(row[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Dry run: the plan and an estimate, without calling a model
+# ------------------------------------------------------------------------------------------------
+
+
+def plan_counts(plans: list[Plan]) -> dict[str, dict[str, int]]:
+    counts: dict[str, collections.Counter] = {
+        "tier": collections.Counter(),
+        "persona": collections.Counter(),
+        "technique": collections.Counter(),
+        "category": collections.Counter(),
+    }
+    for p in plans:
+        counts["tier"][p.tier] += 1
+        counts["persona"][p.persona.name] += 1
+        counts["technique"][p.technique] += 1
+        counts["category"][p.category or "(none)"] += 1
+    return {k: dict(sorted(v.items())) for k, v in counts.items()}
+
+
+def make_plans(config: RunConfig, categories: list[str], run_id: str = "dry-run") -> list[Plan]:
+    return [plan_sample(run_id, config.seed, i, config.plan, categories) for i in range(config.n)]
+
+
+def recorded_averages(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:
+    """Per agent, from earlier runs: calls per sample and mean tokens in/out of successful calls."""
+    rows = con.execute(
+        """
+        SELECT agent, count(*) / count(DISTINCT sample_id) AS per_sample,
+               avg(tokens_in) FILTER (WHERE error IS NULL) AS tin,
+               avg(tokens_out) FILTER (WHERE error IS NULL) AS tout
+        FROM llm_calls WHERE NOT reused AND sample_id IS NOT NULL AND run_id LIKE 'run-%'
+        GROUP BY agent
+        """
+    ).fetchall()
+    return {
+        agent: {"calls_per_sample": float(per), "tokens_in": float(tin or 0), "tokens_out": float(tout or 0)}
+        for agent, per, tin, tout in rows
+        if tin is not None
+    }
+
+
+def _typical_chunks(con: duckdb.DuckDBPyConnection, k: int) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT chunk_id, document, section, text FROM chunks ORDER BY chunk_id LIMIT ?", [k]
+    ).fetchall()
+    return [{"chunk_id": r[0], "document": r[1], "section": r[2], "text": r[3]} for r in rows]
+
+
+def _prompt_tokens(prompts: PromptLibrary, role: str, **context: Any) -> int:
+    text = "".join(m["content"] for m in prompts.render(role, **context).messages)
+    return round(len(text) / CHARS_PER_TOKEN)
+
+
+def _history(turns: int) -> list[dict[str, str]]:
+    """Stand-in turns of typical length (a question, then an answer citing a source)."""
+    user, assistant = "q " * 60, "a " * 300
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": user if i % 2 == 0 else assistant}
+            for i in range(turns)]
+
+
+def static_estimate(con: duckdb.DuckDBPyConnection, config: RunConfig, plans: list[Plan]) -> dict[str, Any]:
+    """Calls and tokens when every sample passes first time, from rendered prompt sizes."""
+    prompts = PromptLibrary(config.language, config.prompt_dir)
+    chunks = _typical_chunks(con, config.top_k)
+    calls: collections.Counter = collections.Counter()
+    tokens_in: collections.Counter = collections.Counter()
+    cache: dict[tuple, int] = {}
+
+    def sized(role: str, plan: Plan, turns: int) -> int:
+        key = (role, plan.tier, plan.technique, plan.persona.name, turns)
+        if key not in cache:
+            history = _history(turns)
+            context = {
+                "persona_user": {"seed_chunks": chunks, "history": history},
+                "teacher": {"chunks": chunks, "history": history},
+                "critic": {"chunks": chunks, "turns": history},
+            }[role]
+            cache[key] = _prompt_tokens(prompts, role, plan=plan, **context)
+        return cache[key]
+
+    for plan in plans:
+        for t in range(plan.user_turns):
+            calls["persona_user"] += 1
+            tokens_in["persona_user"] += sized("persona_user", plan, 2 * t)
+            calls["teacher"] += 1
+            tokens_in["teacher"] += sized("teacher", plan, 2 * t + 1)
+        calls["critic"] += 1
+        tokens_in["critic"] += sized("critic", plan, 2 * plan.user_turns)
+    tokens_out = {agent: calls[agent] * DEFAULT_OUT_TOKENS[agent] for agent in calls}
+    return {
+        "source": "rendered prompts (about 4 characters per token), no revisions",
+        "calls": sum(calls.values()),
+        "tokens_in": sum(tokens_in.values()),
+        "tokens_out": sum(tokens_out.values()),
+        "by_agent": {
+            a: {"calls": calls[a], "tokens_in": tokens_in[a], "tokens_out": tokens_out[a]} for a in calls
+        },
+        # every refine round adds one refiner and one critic call per sample
+        "max_calls": sum(calls.values()) + len(plans) * 2 * config.max_revisions,
+    }
+
+
+def recorded_estimate(averages: dict[str, dict[str, float]], n: int) -> dict[str, Any]:
+    """Calls and tokens at the per-sample rates recorded in earlier runs of this database."""
+    by_agent = {
+        agent: {
+            "calls": round(a["calls_per_sample"] * n),
+            "tokens_in": round(a["calls_per_sample"] * n * a["tokens_in"]),
+            "tokens_out": round(a["calls_per_sample"] * n * a["tokens_out"]),
+        }
+        for agent, a in sorted(averages.items())
+    }
+    return {
+        "source": "averages recorded in earlier runs (llm_calls, incl. retries and revisions)",
+        "calls": sum(a["calls"] for a in by_agent.values()),
+        "tokens_in": sum(a["tokens_in"] for a in by_agent.values()),
+        "tokens_out": sum(a["tokens_out"] for a in by_agent.values()),
+        "by_agent": by_agent,
+    }
+
+
+def dry_run_report(
+    con: duckdb.DuckDBPyConnection, config: RunConfig, categories: list[str], budget: Budget | None = None
+) -> dict[str, Any]:
+    plans = make_plans(config, categories)
+    report: dict[str, Any] = {
+        "n": config.n,
+        "plan": plan_counts(plans),
+        "estimate": static_estimate(con, config, plans),
+    }
+    averages = recorded_averages(con)
+    if averages:
+        report["recorded"] = recorded_estimate(averages, config.n)
+    if budget is not None and (budget.price_in or budget.price_out):
+        for key in ("estimate", "recorded"):
+            if key in report:
+                est = report[key]
+                est["cost_usd"] = round(budget.cost(est["tokens_in"], est["tokens_out"]), 4)
+    return report

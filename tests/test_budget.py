@@ -1,0 +1,106 @@
+"""Budgets: --dry-run plans and estimates without a model; --max-tokens and --max-cost stop a run at the
+cap (no new samples, a run.budget_reached event) and a resume with a higher cap completes it exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import query
+from scripted import GoodModel
+from stub_server import StubServer
+from typer.testing import CliRunner
+
+from teacherforge.graph.budget import Budget, BudgetError, CallMeter
+from teacherforge.graph.cli import app
+
+runner = CliRunner()
+N = 10
+
+
+def run_cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def dry_run(db, *extra: str) -> dict:
+    result = run_cli("run", "--dry-run", "--n", N, "--db", db, "--json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_dry_run_prints_the_plan_and_an_estimate_and_calls_nothing(db_path):
+    before = query(db_path, "SELECT count(*) FROM events")
+    report = dry_run(db_path, "--price-in", "1", "--price-out", "2")
+    assert query(db_path, "SELECT count(*) FROM events") == before  # nothing written
+    assert report["plan"]["tier"] == {"direct": 4, "edge": 2, "reasoning": 4}  # the default 40/40/20 mix
+    for key in ("persona", "technique", "category"):
+        assert sum(report["plan"][key].values()) == N
+    est = report["estimate"]
+    assert est["calls"] >= 3 * N and est["tokens_in"] > est["calls"] * 100 and est["max_calls"] > est["calls"]
+    assert est["cost_usd"] == pytest.approx((est["tokens_in"] + 2 * est["tokens_out"]) / 1e6, abs=1e-4)
+    assert "recorded" not in report  # no earlier run in this database yet
+
+
+def test_dry_run_uses_recorded_averages_once_a_run_exists(db_path):
+    with StubServer(GoodModel()) as stub:
+        assert run_cli("run", "--n", 3, "--db", db_path, "--llm-url", stub.url).exit_code == 0
+    calls, tin = query(db_path, "SELECT count(*), sum(tokens_in) FROM llm_calls")[0]
+    recorded = dry_run(db_path)["recorded"]
+    assert recorded["calls"] == pytest.approx(calls / 3 * N, abs=N)
+    assert recorded["tokens_in"] == pytest.approx(tin / 3 * N, rel=0.2)
+
+
+def test_max_tokens_stops_the_run_then_resume_with_a_higher_cap_completes_it(db_path):
+    with StubServer(GoodModel()) as stub:
+        result = run_cli(
+            "run", "--n", N, "--db", db_path, "--llm-url", stub.url, "--concurrency", 1, "--max-tokens", 3000
+        )
+        assert result.exit_code == 0, result.output
+        run_id = result.stdout.splitlines()[0]
+        assert "budget reached" in result.stderr and f"--resume {run_id}" in result.stderr
+        (payload,) = query(db_path, "SELECT payload FROM events WHERE type = 'run.budget_reached'")[0]
+        reached = json.loads(payload)
+        assert reached["cap"] == "max_tokens" and reached["limit"] == 3000 and reached["tokens"] >= 3000
+        assert reached["not_started"] > 0
+        done = query(db_path, "SELECT count(*) FROM samples WHERE run_id = ?", run_id)[0][0]
+        assert 0 < done < N
+        assert query(db_path, "SELECT DISTINCT status FROM runs") == [("budget_reached",)]
+        # the cap is for the whole run: resuming with the same cap starts nothing new
+        resume = ("run", "--resume", run_id, "--db", db_path, "--llm-url", stub.url, "--max-tokens")
+        again = run_cli(*resume, 3000)
+        assert again.exit_code == 0 and "budget reached" in again.stderr
+        assert query(db_path, "SELECT count(*) FROM samples WHERE run_id = ?", run_id)[0][0] == done
+        final = run_cli(*resume, 10**7)
+    assert final.exit_code == 0 and "budget reached" not in final.stderr
+    assert query(db_path, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(N, N)]
+
+
+def test_max_cost_uses_the_prices_per_million_tokens(db_path):
+    with StubServer(GoodModel()) as stub:
+        result = run_cli(
+            "run", "--n", N, "--db", db_path, "--llm-url", stub.url, "--concurrency", 1,
+            "--max-cost", "0.002", "--price-in", "0.5", "--price-out", "1.5",
+        )
+    assert result.exit_code == 0, result.output
+    (payload,) = query(db_path, "SELECT payload FROM events WHERE type = 'run.budget_reached'")[0]
+    reached = json.loads(payload)
+    assert reached["cap"] == "max_cost" and reached["cost_usd"] >= 0.002
+    assert reached["budget"] == {"max_cost": 0.002, "price_in": 0.5, "price_out": 1.5}
+    assert query(db_path, "SELECT count(*) FROM samples")[0][0] < N
+
+
+def test_a_cost_cap_without_prices_is_a_one_line_error(db_path):
+    result = run_cli("run", "--n", 2, "--db", db_path, "--max-cost", "5")
+    assert result.exit_code == 2 and "--price-in" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_meter_counts_tokens_and_cost():
+    meter = CallMeter(Budget(max_cost=1.0, price_in=2.0, price_out=4.0))
+    record = type("R", (), {"tokens_in": 200_000, "tokens_out": 100_000, "error": None})()
+    meter.observe(record)
+    assert meter.cost == pytest.approx(0.8) and meter.over_budget() is None
+    meter.observe(record)
+    assert meter.over_budget()["cap"] == "max_cost" and meter.ok_calls == 2
+    with pytest.raises(BudgetError):
+        Budget(max_tokens=0)
