@@ -21,9 +21,14 @@ def run_endpoints(
     With ``keep_server`` the embedded server is left running and remembered, and later runs reuse it.
     """
     api_key = os.environ.get(config.api_key_env) or "local"
-    if config.llm_url is not None:
-        model = check_endpoint(config.llm_url, config.model, api_key)
-        generator = Endpoint(config.llm_url, model, api_key, _method(config, config.llm_url, model, api_key))
+    urls = config.llm_urls()
+    if urls:
+        first, *replicas = urls
+        model = check_endpoint(first, config.model, api_key)
+        for url in replicas:  # data-parallel replicas must all serve the model the first one serves
+            check_endpoint(url, model, api_key)
+        method = _method(config, first, model, api_key)
+        generator = Endpoint(first, model, api_key, method, tuple(replicas))
         yield generator, _critic(config, generator, api_key)
         return
     from teacherforge.graph.serve import kept
@@ -58,7 +63,9 @@ def _critic(config: RunConfig, generator: Endpoint, api_key: str) -> Endpoint:
     model = check_endpoint(url, wanted, api_key)
     key = api_key if config.critic_url else generator.api_key
     method = generator.structured if url == generator.url else _method(config, url, model, key)
-    return Endpoint(url, model, key, method)
+    # the critic shares the generator's replicas when it uses the same URL and model
+    replicas = generator.replicas if (url, model) == (generator.url, generator.model) else ()
+    return Endpoint(url, model, key, method, replicas)
 
 
 def _method(config: RunConfig, url: str, model: str, api_key: str) -> StructuredMethod:

@@ -1,0 +1,161 @@
+"""All the performance figures of the GPU-saturation issue, printed as ONE JSON object.
+
+    python -m evals.bench --quick --json     # small sizes, < 2 minutes on 2 cores
+    python -m evals.bench --json             # the full set (1M-event log, C up to 128, real model)
+
+Keys: overhead_ms_per_call, concurrency_efficiency, events_per_s, replay_ms_1m, rss_mb_1k,
+rss_mb_10k, real_model_ratio, distilabel_ratio, plus the sizes actually used (a quick run says so:
+replay_events, rss_samples, ...) and the machine's load. A part that fails gives null and a
+``<key>_error`` line instead of losing the rest. Timings never go into tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from evals.bench import event_log, pipeline_bench
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = (
+    "overhead_ms_per_call",
+    "concurrency_efficiency",
+    "events_per_s",
+    "replay_ms_1m",
+    "rss_mb_1k",
+    "rss_mb_10k",
+    "real_model_ratio",
+    "distilabel_ratio",
+)
+QUICK = {
+    "overhead_n": 12,
+    "levels": [1, 8, 32],
+    "per_level": 1,
+    "log_samples": 300,
+    "rss_sizes": [25, 100],
+    "peer_calls": None,  # None: the same number of calls the overhead run made
+}
+FULL = {
+    "overhead_n": 48,
+    "levels": [1, 8, 32, 128],
+    "per_level": 2,
+    "log_samples": 10_000,
+    "rss_sizes": [1_000, 10_000],
+    "peer_calls": None,
+}
+
+
+def _json_line(fn, argv: list[str]) -> dict:
+    """Run a bench ``main(argv)`` that prints one JSON line and return that line parsed."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        fn(argv)
+    return json.loads(buffer.getvalue().strip().splitlines()[-1])
+
+
+def _guard(result: dict, keys: tuple[str, ...], part: str, fn) -> None:
+    """Fill ``result`` from ``fn()``; on failure the part's keys are null with the reason."""
+    started = time.perf_counter()
+    try:
+        result.update(fn())
+    except Exception as exc:  # one broken part must not lose the other figures
+        for key in keys:
+            result.setdefault(key, None)
+        result[f"{part}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    result.setdefault("part_s", {})[part] = round(time.perf_counter() - started, 1)
+
+
+def machine() -> dict:
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "uptime": uptime}
+
+
+def run(quick: bool, real: bool, sizes: dict) -> dict:
+    started = time.perf_counter()
+    result: dict = {"quick": quick, "machine_before": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        template = pipeline_bench.corpus_template(work)
+
+        def overhead() -> dict:
+            return pipeline_bench.overhead(template, work, sizes["overhead_n"], concurrency=8)
+
+        _guard(result, ("overhead_ms_per_call",), "overhead", overhead)
+
+        def concurrency() -> dict:
+            out = pipeline_bench.concurrency(template, work, sizes["levels"], 0.2, sizes["per_level"])
+            return {**out, "concurrency_levels": sizes["levels"]}
+
+        _guard(result, ("concurrency_efficiency",), "concurrency", concurrency)
+
+        def events() -> dict:
+            out = _json_line(event_log.main, ["--samples", str(sizes["log_samples"])])
+            return {
+                "events_per_s": out.get("events_per_s"),
+                "replay_ms_1m": out.get("replay_ms"),
+                "replay_events": out.get("events"),
+                "recipe_ms_max": out.get("recipe_ms_max"),
+            }
+
+        _guard(result, ("events_per_s", "replay_ms_1m"), "event_log", events)
+
+        def rss() -> dict:
+            small, large = sizes["rss_sizes"]
+            got = pipeline_bench.rss_fresh_process(template, work, [small, large], concurrency_level=16)
+            note = "peak RSS of one fresh process after a run of N1 samples, then after a run of N2 more"
+            return {"rss_mb_1k": got[small], "rss_mb_10k": got[large], "rss_samples": [small, large],
+                    "rss_note": note}
+
+        _guard(result, ("rss_mb_1k", "rss_mb_10k"), "rss", rss)
+
+    def real_model() -> dict:
+        if quick and not real:
+            return {"real_model_ratio": None, "real_model_note": "skipped in --quick (add --real; 5-15 min)"}
+        done = subprocess.run(
+            [sys.executable, "-m", "evals.bench.pipeline_vs_raw", "--n", "1"],
+            cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800,
+        )  # fmt: skip
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        return {"real_model_ratio": out["real_model_ratio"], "real_model": out}
+
+    _guard(result, ("real_model_ratio",), "real_model", real_model)
+
+    def peer() -> dict:
+        calls = sizes["peer_calls"] or result.get("overhead_calls") or 100
+        return pipeline_bench.peer(calls, 8, result.get("pipeline_calls_per_s_zero_latency"))
+
+    _guard(result, ("distilabel_ratio",), "distilabel", peer)
+    result["machine_after"] = machine()
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    for key in KEYS:
+        result.setdefault(key, None)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m evals.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes; under 2 minutes on 2 cores")
+    p.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
+    p.add_argument("--real", action="store_true", help="with --quick: also run the real-model ratio")
+    p.add_argument("--rss-sizes", help="two sample counts for rss_mb_1k/rss_mb_10k, e.g. 1000,4000")
+    p.add_argument("--log-samples", type=int, help="samples x 100 events for the event-log figures")
+    args = p.parse_args(argv)
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.rss_sizes:
+        sizes["rss_sizes"] = [int(x) for x in args.rss_sizes.split(",")][:2]
+    if args.log_samples:
+        sizes["log_samples"] = args.log_samples
+    result = run(args.quick, args.real, sizes)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
