@@ -13,7 +13,7 @@ import random
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from teacherforge.agents.schemas import Persona, Plan, Tier
+from teacherforge.agents.schemas import Persona, Plan, Technique, Tier
 
 DEFAULT_PERSONAS = [
     Persona(name="anxious parent", description="Worried about safety, costs and dorms; asks many what-ifs."),
@@ -144,4 +144,50 @@ def plan_sample(run_id: str, seed: int, index: int, settings: PlanSettings, cate
         hard_negative_topic=rng.choice(settings.hard_negative_topics)
         if technique == "hard_negative"
         else None,
+    )
+
+
+class PlanSeed(BaseModel):
+    """What a seed fixes about a plan (``run --from-eval``: a held-out question the student failed).
+
+    The graph reads seeds from the database and passes them in; the planner only applies them, so a
+    seeded plan is as deterministic as any other: same (run seed, index, seed) gives the same plan.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    tier: Tier
+    user_turns: int = Field(ge=1, le=12)
+    technique: Technique = "standard"
+    category: str | None = None
+    anchor_chunk_id: str | None = None
+
+
+def plan_seeded(
+    run_id: str, seed: int, index: int, settings: PlanSettings, categories: list[str], plan_seed: PlanSeed
+) -> Plan:
+    """The plan of sample ``index`` with the seed's tier, turns, technique and category imposed.
+
+    Persona still rotates with the index; evol operators, edge noise and the hard-negative topic
+    are drawn for the seed's tier and technique from their own per-index stream.
+    """
+    base = plan_sample(run_id, seed, index, settings, categories)
+    rng = random.Random(f"seeded:{seed}:{index}")
+    tier = plan_seed.tier
+    operators = rng.sample(EVOL_OPERATORS, k=2 if tier == "reasoning" else 1) if tier != "direct" else []
+    noise = rng.sample(EDGE_NOISE, k=2) if tier == "edge" else []
+    topic = None
+    if plan_seed.technique == "hard_negative":
+        topic = rng.choice(settings.hard_negative_topics or DEFAULT_HARD_NEGATIVE_TOPICS)
+    return base.model_copy(
+        update={
+            "category": plan_seed.category if plan_seed.category is not None else base.category,
+            "tier": tier,
+            "technique": plan_seed.technique,
+            "user_turns": plan_seed.user_turns,
+            "evol_operators": operators,
+            "edge_noise": noise,
+            "hard_negative_topic": topic,
+            "anchor_chunk_id": plan_seed.anchor_chunk_id,
+        }
     )

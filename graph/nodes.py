@@ -16,9 +16,10 @@ from langgraph.runtime import Runtime
 
 from teacherforge.agents import critic, persona_user, refiner, rules, teacher
 from teacherforge.agents.llm import LLMCallFailed, LLMCallRecord
-from teacherforge.agents.planner import plan_sample
+from teacherforge.agents.planner import PlanSeed, plan_sample, plan_seeded
 from teacherforge.agents.schemas import Plan, TurnProblem
 from teacherforge.graph.state import RunDeps, SampleState
+from teacherforge.store.retriever import ScoredChunk
 
 
 def _seed(deps: RunDeps, index: int, *parts: Any) -> int:
@@ -38,7 +39,9 @@ def _failed(deps: RunDeps, sample_id: str, exc: LLMCallFailed) -> SampleState:
     return {"status": "failed", "error": str(exc)}
 
 
-def _retrieved(deps: RunDeps, sample_id: str, purpose: str, query: str, hits: list, turn: int | None) -> None:
+def _retrieved(
+    deps: RunDeps, sample_id: str, purpose: str, query: str, hits: list, turn: int | None, mode: str = ""
+) -> None:
     deps.log.append(
         deps.run_id,
         "retrieval.done",
@@ -46,7 +49,7 @@ def _retrieved(deps: RunDeps, sample_id: str, purpose: str, query: str, hits: li
             "purpose": purpose,
             "turn_index": turn,
             "query": query,
-            "mode": deps.config.search,
+            "mode": mode or deps.config.search,
             "chunk_ids": [h.chunk_id for h in hits],
             "scores": [round(h.score, 6) for h in hits],
         },
@@ -55,11 +58,20 @@ def _retrieved(deps: RunDeps, sample_id: str, purpose: str, query: str, hits: li
 
 
 async def plan_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
-    deps = runtime.context
-    plan = plan_sample(deps.run_id, deps.config.seed, state["index"], deps.config.plan, deps.categories)
+    deps, seed = runtime.context, state.get("plan_seed")
+    if seed:  # run --from-eval: tier, turns and technique come from the failure it retries
+        plan_seed = PlanSeed.model_validate(seed["plan"])
+        plan = plan_seeded(
+            deps.run_id, deps.config.seed, state["index"], deps.config.plan, deps.categories, plan_seed
+        )
+    else:
+        plan = plan_sample(deps.run_id, deps.config.seed, state["index"], deps.config.plan, deps.categories)
     if state.get("sample_id"):  # a fork or a resumed sample keeps the id it was given
         plan = plan.model_copy(update={"sample_id": state["sample_id"]})
     lineage = {k: state[k] for k in ("parent_sample_id", "forked_from_event") if state.get(k)}
+    if seed:
+        origin = {"question": seed.get("question"), "chunk_ids": seed["chunk_ids"]}
+        lineage["seeded_from"] = {**seed["lineage"], **origin}
     deps.log.append(
         deps.run_id,
         "sample.planned",
@@ -80,7 +92,16 @@ async def seed_context_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
     """Top-k chunks the user's questions start from; multi-source spans >= 2 documents."""
     deps, plan = runtime.context, Plan.model_validate(state["plan"])
     retriever, k, mode = deps.retriever, deps.config.top_k, deps.config.search
-    if plan.technique == "hard_negative":
+    seed = state.get("plan_seed")
+    if seed and seed.get("chunks"):  # run --from-eval: the chunks of the question the student failed
+        hits = [ScoredChunk(**c) for c in seed["chunks"]]
+        _retrieved(deps, state["sample_id"], "seed", seed.get("question") or "", hits, None, mode="seeded")
+        chunk_text = {**state["chunk_text"], **{h.chunk_id: h.text for h in hits}}
+        return {"seed_chunks": [h.as_dict() for h in hits], "chunk_text": chunk_text}
+    if seed:  # its chunks were re-ingested away: retrieve for the failed question instead
+        hits = await asyncio.to_thread(retriever.search, seed.get("question") or "", k, mode)
+        query = seed.get("question") or ""
+    elif plan.technique == "hard_negative":
         query = plan.hard_negative_topic or ""
         hits = await asyncio.to_thread(retriever.search, query, k, mode)
     else:

@@ -16,6 +16,7 @@ class SampleState(TypedDict, total=False):
     sample_id: str
     parent_sample_id: str
     forked_from_event: str
+    plan_seed: dict[str, Any]  # run --from-eval: PlanSeed fields, chunk ids and texts, lineage
     plan: dict[str, Any]
     seed_chunks: list[dict[str, Any]]
     turns: list[dict[str, Any]]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from teacherforge.graph.student import judge, metrics
+from teacherforge.agents import judge
+from teacherforge.graph.student import metrics
 from teacherforge.graph.student.data import Record, load_records, training_messages
 from teacherforge.graph.student.feedback import FeedbackError, seeds_from_eval
 from teacherforge.graph.student.items import build_items
@@ -174,3 +175,40 @@ def test_feedback_turns_failures_into_harder_seeds_with_lineage(tmp_path: Path):
     assert con.execute("SELECT status, items, ppl_base FROM evals").fetchall() == [("finished", 4, 9.0)]
     with pytest.raises(FeedbackError, match="no eval items"):
         seeds_from_eval(con, "eval-missing")
+
+
+def test_judge_agent_renders_its_template_and_returns_a_validated_verdict():
+    import asyncio
+
+    from scripted import user_text
+    from stub_server import StubServer
+
+    from teacherforge.agents.context import AgentContext
+    from teacherforge.agents.llm import Endpoint, SamplingParams, StructuredLLM
+    from teacherforge.prompts import PromptLibrary
+
+    seen = []
+
+    def responder(body):
+        seen.append(body)
+        graded = user_text(body).rsplit("<answer>", 1)[1]
+        return {"verdict": "correct" if "50 dollars" in graded else "wrong", "reason": "checked the source"}
+
+    fact = "The late fee is 50 dollars."
+    chunks = [{"chunk_id": "fees-1", "document": "fees.md", "section": "", "text": fact}]
+    history = [{"role": "user", "content": "What is the late fee?"}]
+    with StubServer(responder) as stub:
+        llm = StructuredLLM(Endpoint(stub.url, "stub-model"), SamplingParams(temperature=0.0))
+        ctx = AgentContext(generator=llm, critic=llm, prompts=PromptLibrary("en"))
+
+
+        async def both():  # one event loop: the client keeps connections bound to it
+            return await judge.grade(ctx, history, "It is 50 dollars.", chunks, 1), await judge.grade(
+                ctx, history, "", chunks, 2
+            )
+
+        right, wrong = asyncio.run(both())
+    assert (right.output.verdict, wrong.output.verdict) == ("correct", "wrong")
+    assert right.calls[0].agent == "judge" and right.calls[0].template.endswith("judge.j2")
+    assert "The late fee is 50 dollars." in user_text(seen[0]) and "(empty answer)" in user_text(seen[1])
+    assert seen[0]["response_format"]["json_schema"]["name"] == "JudgeVerdict"

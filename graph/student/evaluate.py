@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -23,11 +22,13 @@ from typing import Any
 
 from teacherforge.agents import teacher
 from teacherforge.agents.context import AgentContext
-from teacherforge.agents.llm import LLMCallFailed, LLMCallRecord
+from teacherforge.agents.llm import LLMCallFailed
 from teacherforge.agents.schemas import Persona, Plan
-from teacherforge.graph.student import base_model, generate, judge, metrics
+from teacherforge.graph.student import base_model, generate, metrics
+from teacherforge.graph.student.calls import call_seed, record_calls
 from teacherforge.graph.student.data import load_records, training_messages
 from teacherforge.graph.student.items import EvalItem, build_items, user_turns
+from teacherforge.graph.student.judge import grade_all
 from teacherforge.graph.student.perplexity import perplexity
 from teacherforge.graph.student.scoring import item_payload, score_rows
 from teacherforge.graph.student.settings import EvalSettings
@@ -55,16 +56,6 @@ def new_eval_id() -> str:
     return f"eval-{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
 
 
-def _seed(eval_id: str, *parts: Any) -> int:
-    blob = ":".join(str(p) for p in (eval_id, *parts))
-    return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
-
-
-def _record(log: EventLog, eval_id: str, calls: list[LLMCallRecord]) -> None:
-    for call in calls:
-        log.append(eval_id, "llm.call", vars(call), agent=call.agent)
-
-
 def _plan(item: EvalItem) -> Plan:
     meta = item.record.metadata
     return Plan(
@@ -90,42 +81,15 @@ async def teacher_answers(inputs: EvalInputs, log: EventLog, eval_id: str, items
             hits = await asyncio.to_thread(inputs.retriever.search, item.question, s.top_k, s.search)
             item.chunks = [h.as_dict() for h in hits]
             try:
-                result = await teacher.answer(
-                    inputs.agents, _plan(item), item.chunks, item.history, _seed(eval_id, item.item_id, "t")
-                )
+                seed = call_seed(eval_id, item.item_id, "t")
+                result = await teacher.answer(inputs.agents, _plan(item), item.chunks, item.history, seed)
                 item.answers["teacher"] = result.output.content.strip()
-                _record(log, eval_id, result.calls)
+                record_calls(log, eval_id, result.calls)
             except LLMCallFailed as exc:
                 item.answers["teacher"] = ""
-                _record(log, eval_id, exc.calls)
+                record_calls(log, eval_id, exc.calls)
 
     await asyncio.gather(*(one(i) for i in items))
-
-
-async def grade_all(inputs: EvalInputs, log: EventLog, eval_id: str, items: list[EvalItem]) -> dict:
-    """(item_id, system) -> verdict dict; a judge whose attempts all fail leaves verdict None."""
-    sem = asyncio.Semaphore(inputs.settings.concurrency)
-    out: dict[tuple[str, str], dict] = {}
-
-    async def one(item: EvalItem, system: str) -> None:
-        async with sem:
-            try:
-                result = await judge.grade(
-                    inputs.agents.critic,
-                    inputs.agents.prompts,
-                    item.history,
-                    item.answers[system],
-                    item.chunks,
-                    _seed(eval_id, item.item_id, system),
-                )
-                out[(item.item_id, system)] = result.output.model_dump()
-                _record(log, eval_id, result.calls)
-            except LLMCallFailed as exc:
-                out[(item.item_id, system)] = {"verdict": None, "reason": str(exc)[:300]}
-                _record(log, eval_id, exc.calls)
-
-    await asyncio.gather(*(one(i, s) for i in items for s in SYSTEMS))
-    return out
 
 
 def student_pass(
@@ -209,7 +173,7 @@ async def _evaluate(inputs: EvalInputs, log: EventLog, eval_id: str, on_step: Ca
     ppl["tuned"] = student_pass(model, tokenizer, items, conversations, "student_tuned", inputs, on_step)
     phase("student_tuned_s")
     on_step("judging")
-    verdicts = await grade_all(inputs, log, eval_id, items)
+    verdicts = await grade_all(inputs.agents, log, eval_id, items, SYSTEMS, inputs.settings.concurrency)
     phase("judge_s")
     rows = score_rows(items, SYSTEMS, verdicts, inputs.embed)
     for item in items:

@@ -1,44 +1,43 @@
-"""The LLM judge: grades one answer against the reference chunks retrieved for its question.
-
-It lives here, not in agents/, while student evaluation is new; it follows the agents'
-contract (render a prompt, ``StructuredLLM.call``, return a validated object plus every attempt).
-"""
+"""Wiring of the judge (agents/judge.py) into ``teacherforge eval``: every (item, system) answer is
+graded concurrently, each attempt becomes an ``llm.call`` event under the eval id, and a judge whose
+attempts all fail leaves the verdict empty instead of stopping the evaluation."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import asyncio
+from collections.abc import Sequence
 
-from pydantic import BaseModel, Field
-
-from teacherforge.agents.llm import AgentResult, StructuredLLM
-from teacherforge.prompts import PromptLibrary
-
-Verdict = Literal["correct", "partially", "wrong", "refused"]
-VERDICT_SCORE: dict[str, float] = {"correct": 1.0, "partially": 0.5, "wrong": 0.0, "refused": 0.0}
-
-
-class JudgeVerdict(BaseModel):
-    """One graded answer; the score is derived from the verdict, never asked of the model."""
-
-    verdict: Verdict
-    reason: str = Field(min_length=1, max_length=300, description="One sentence: why this verdict.")
+from teacherforge.agents import judge
+from teacherforge.agents.context import AgentContext
+from teacherforge.agents.llm import LLMCallFailed
+from teacherforge.graph.student.calls import call_seed, record_calls
+from teacherforge.graph.student.items import EvalItem
+from teacherforge.store.events import EventLog
 
 
-async def grade(
-    llm: StructuredLLM,
-    prompts: PromptLibrary,
-    history: list[dict[str, Any]],
-    answer: str,
-    chunks: list[dict[str, Any]],
-    seed: int,
-) -> AgentResult[JudgeVerdict]:
-    """``history`` ends with the user turn being answered; ``chunks`` are the teacher's retrieval for it."""
-    prompt = prompts.render("judge", history=history, answer=answer or "(empty answer)", chunks=chunks)
-    return await llm.call("judge", JudgeVerdict, prompt, seed=seed)
+async def grade_all(
+    agents: AgentContext,
+    log: EventLog,
+    eval_id: str,
+    items: list[EvalItem],
+    systems: Sequence[str],
+    concurrency: int,
+) -> dict[tuple[str, str], dict]:
+    """(item_id, system) -> {verdict, reason}; verdict None when the judge could not be reached."""
+    sem = asyncio.Semaphore(concurrency)
+    out: dict[tuple[str, str], dict] = {}
 
+    async def one(item: EvalItem, system: str) -> None:
+        async with sem:
+            seed = call_seed(eval_id, item.item_id, system)
+            try:
+                result = await judge.grade(agents, item.history, item.answers[system], item.chunks, seed)
+            except LLMCallFailed as exc:
+                out[(item.item_id, system)] = {"verdict": None, "reason": str(exc)[:300]}
+                record_calls(log, eval_id, exc.calls)
+                return
+            out[(item.item_id, system)] = result.output.model_dump()
+            record_calls(log, eval_id, result.calls)
 
-def answer_score(verdict: str, should_refuse: bool) -> float:
-    """Correctness in [0, 1]: on a hard negative only a refusal is right."""
-    if should_refuse:
-        return 1.0 if verdict == "refused" else 0.0
-    return VERDICT_SCORE[verdict]
+    await asyncio.gather(*(one(i, s) for i in items for s in systems))
+    return out

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from teacherforge.graph.student import judge, metrics
+from teacherforge.agents import judge
+from teacherforge.graph.student import metrics
 from teacherforge.graph.student.items import EvalItem, user_turns
 
 
