@@ -2,24 +2,27 @@
 
 Agents never touch the database: each attempt becomes an :class:`LLMCallRecord` that the graph
 turns into an ``llm.call`` event. Retries are tenacity's (bounded attempts, exponential backoff with
-jitter, ``Retry-After`` honoured); HTTP retries inside the OpenAI client are switched off so that
-no attempt goes unrecorded.
+jitter, ``Retry-After`` honoured) under two bounds: a number of attempts and a wall-clock deadline
+for the whole call, so a server that answers slowly and badly cannot hold a sample forever. HTTP
+retries inside the OpenAI client are switched off so that no attempt goes unrecorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from functools import lru_cache
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import openai
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from teacherforge.prompts import RenderedPrompt
@@ -37,6 +40,12 @@ class Endpoint:
     model: str
     api_key: str = "local"
     structured: StructuredMethod = "json_schema"
+    # More base URLs serving the same model (data-parallel replicas); a pool spreads attempts over all.
+    replicas: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.replicas)
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,12 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Bounded attempts AND a total deadline per call (all attempts plus the waits between them)."""
+
     max_attempts: int = 3
     initial_wait_s: float = 0.5
     max_wait_s: float = 20.0
+    deadline_s: float | None = 900.0
 
 
 @dataclass
@@ -95,6 +107,32 @@ class LLMCallFailed(Exception):
         super().__init__(f"{agent}: {len(calls)} attempt(s) failed; last error: {last}")
 
 
+class EndpointRouter(Protocol):
+    """Chooses the replica for each attempt (graph/endpoint_pool.py); agents only see this interface."""
+
+    def acquire(self) -> Endpoint: ...
+
+    def release(self, endpoint: Endpoint, failed: bool) -> None: ...
+
+
+class CallLimiter(Protocol):
+    """Caps calls in flight (adaptive concurrency); held for the duration of one attempt."""
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def observe(self, latency_ms: float, rate_limited: bool) -> None: ...
+
+
+def endpoint_failed(exc: BaseException) -> bool:
+    """Did the server itself fail (unreachable, timed out, 5xx, 429)? Bad replies are the model's."""
+    if isinstance(exc, openai.APIConnectionError):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(exc, openai.APIStatusError) and status is not None and (status >= 500 or status == 429)
+
+
 class _BadReply(Exception):
     """The server answered, but the reply did not parse into the schema."""
 
@@ -122,6 +160,21 @@ def _retry_after_wait(fallback: wait_exponential_jitter):
     return wait
 
 
+def _stop(max_attempts: int, deadline: float | None):
+    """Stop after ``max_attempts``, or when the next wait would end past the call's deadline."""
+
+    def stop(state: RetryCallState) -> bool:
+        if state.attempt_number >= max_attempts:
+            return True
+        return deadline is not None and time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
+
+    return stop
+
+
+class _DeadlineExceeded(Exception):
+    """The call's total deadline ran out in the middle of an attempt."""
+
+
 _RETRYABLE = (_BadReply, openai.APIError)
 
 
@@ -140,16 +193,35 @@ class StructuredLLM:
         # Recorded replies by request hash (resume, fork, re-runs): a hit costs no model call.
         self.replies: Mapping[str, dict[str, Any]] | None = None
         self.offline = False  # with replies: refuse to call the model on a miss
+        # Sees every attempt sent to the model (not reused ones): budgets and failure detection.
+        self.observer: Callable[[LLMCallRecord], None] | None = None
         self.params = params
         self.retry = retry or RetryPolicy()
-        self._chat = ChatOpenAI(
+        self._chat = self._new_chat(endpoint)
+        # Replicas of one model (--llm-url given several times): each attempt asks the router.
+        self.router: EndpointRouter | None = None
+        self.limiter: CallLimiter | None = None  # adaptive concurrency (--adaptive)
+        self._chats: dict[str, ChatOpenAI] = {endpoint.url: self._chat}
+
+    def _chat_for(self, endpoint: Endpoint) -> ChatOpenAI:
+        chat = self._chats.get(endpoint.url)
+        if chat is None:
+            chat = self._chats[endpoint.url] = self._new_chat(endpoint)
+        return chat
+
+    def _new_chat(self, endpoint: Endpoint) -> ChatOpenAI:
+        # Our own HTTP client: langchain-openai caches one per URL for the whole process, and that one
+        # is bound to the first event loop, so a second asyncio.run on the same URL failed with
+        # "Event loop is closed". An LLM object lives in one run, hence one loop.
+        return ChatOpenAI(
             base_url=endpoint.url,
             api_key=endpoint.api_key,
             model=endpoint.model,
-            temperature=params.temperature,
-            max_tokens=params.max_tokens,
-            timeout=params.timeout_s,
+            temperature=self.params.temperature,
+            max_tokens=self.params.max_tokens,
+            timeout=self.params.timeout_s,
             max_retries=0,
+            http_async_client=openai.DefaultAsyncHttpxClient(timeout=self.params.timeout_s),
         )
 
     def _params_for(self, seed: int | None) -> dict[str, Any]:
@@ -159,7 +231,7 @@ class StructuredLLM:
         self, agent: str, schema: type[T], prompt: RenderedPrompt, seed: int | None = None
     ) -> AgentResult[T]:
         """Ask for ``schema``; retry bad replies and transient errors; raise LLMCallFailed when exhausted."""
-        json_schema = schema.model_json_schema()
+        json_schema = _json_schema(schema)
         messages = prompt.messages
         if self.method != "json_schema":
             messages = _with_schema_hint(messages, schema)
@@ -183,11 +255,11 @@ class StructuredLLM:
         if self.offline:
             record = LLMCallRecord(**record_args, attempt=1, latency_ms=0.0, error=OFFLINE_MISS)
             raise LLMCallFailed(agent, [record])
-        runnable = self._chat.bind(seed=seed) if seed is not None else self._chat
-        structured = runnable.with_structured_output(schema, method=self.method, include_raw=True)
         calls: list[LLMCallRecord] = []
+        deadline_s = self.retry.deadline_s
+        deadline = time.monotonic() + deadline_s if deadline_s is not None else None
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.max_attempts),
+            stop=_stop(self.retry.max_attempts, deadline),
             wait=_retry_after_wait(
                 wait_exponential_jitter(multiplier=self.retry.initial_wait_s, max=self.retry.max_wait_s)
             ),
@@ -197,15 +269,58 @@ class StructuredLLM:
         try:
             async for attempt in retrying:
                 with attempt:
+                    endpoint = self.router.acquire() if self.router is not None else self.endpoint
                     record = LLMCallRecord(
-                        **record_args, attempt=attempt.retry_state.attempt_number, latency_ms=0.0
+                        **{**record_args, "endpoint": endpoint.url},
+                        attempt=attempt.retry_state.attempt_number,
+                        latency_ms=0.0,
                     )
                     calls.append(record)
-                    parsed = await self._attempt(structured, messages, record)
+                    try:
+                        parsed = await self._routed(endpoint, schema, seed, messages, record, deadline)
+                    finally:
+                        if self.observer is not None:
+                            self.observer(record)
                     return AgentResult(output=schema.model_validate(parsed), calls=calls)
-        except _RETRYABLE as exc:
+        except (*_RETRYABLE, _DeadlineExceeded) as exc:
             raise LLMCallFailed(agent, calls) from exc
         raise LLMCallFailed(agent, calls)  # pragma: no cover - tenacity reraises before this
+
+    async def _routed(self, endpoint: Endpoint, schema, seed, messages, record, deadline) -> dict:
+        """One attempt on ``endpoint``; the router and the limiter hear how it went."""
+        chat = self._chat_for(endpoint)
+        runnable = chat.bind(seed=seed) if seed is not None else chat
+        structured = runnable.with_structured_output(schema, method=self.method, include_raw=True)
+        failure: BaseException | None = None
+        try:
+            if self.limiter is None:
+                return await self._attempt_within(structured, messages, record, deadline)
+            async with self.limiter:
+                return await self._attempt_within(structured, messages, record, deadline)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if self.router is not None:
+                self.router.release(endpoint, failure is not None and endpoint_failed(failure))
+            if self.limiter is not None:
+                self.limiter.observe(record.latency_ms, getattr(failure, "status_code", None) == 429)
+
+    async def _attempt_within(
+        self, structured, messages: list[dict[str, str]], record: LLMCallRecord, deadline: float | None
+    ) -> dict:
+        """One attempt, cut off when the call's total deadline passes (recorded as the attempt's error)."""
+        if deadline is None:
+            return await self._attempt(structured, messages, record)
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(
+                self._attempt(structured, messages, record), max(0.001, deadline - time.monotonic())
+            )
+        except TimeoutError as exc:
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            record.error = f"deadline: the call's total deadline of {self.retry.deadline_s:g}s ran out"
+            raise _DeadlineExceeded(record.error) from exc
 
     async def _attempt(self, structured, messages: list[dict[str, str]], record: LLMCallRecord) -> dict:
         started = time.perf_counter()
@@ -240,11 +355,17 @@ class StructuredLLM:
         return record.parsed
 
 
+@lru_cache(maxsize=64)
+def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """A schema's JSON schema, built once: pydantic takes milliseconds per call (evals/bench overhead)."""
+    return schema.model_json_schema()
+
+
 def _with_schema_hint(messages: list[dict[str, str]], schema: type[BaseModel]) -> list[dict[str, str]]:
     """For servers without json_schema support the schema has to travel in the prompt."""
     hint = (
         f"\n\nReply with one JSON object for schema {schema.__name__}, exactly matching this JSON schema:\n"
-        + json.dumps(schema.model_json_schema(), separators=(",", ":"))
+        + json.dumps(_json_schema(schema), separators=(",", ":"))
     )
     first, *rest = messages
     return [{**first, "content": first["content"] + hint}, *rest]

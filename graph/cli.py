@@ -7,7 +7,14 @@ are one line on stderr with a non-zero exit code.
 
 from __future__ import annotations
 
-from teacherforge.graph import cli_data, cli_inspect, cli_run  # noqa: F401  (they register commands)
+from teacherforge.graph import (  # noqa: F401  (they register commands)
+    cli_data,
+    cli_export,
+    cli_inspect,
+    cli_merge,
+    cli_report,
+    cli_run,
+)
 from teacherforge.graph.cli_common import app
 from teacherforge.graph.cli_student import register as register_student
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from teacherforge.agents.critic import CriticThresholds
-from teacherforge.agents.planner import PlanSettings
+from teacherforge.agents.planner import DEFAULT_PERSONAS, PlanSettings
 from teacherforge.agents.rules import RuleSettings
 from teacherforge.store.embedder import DEFAULT_EMBEDDER
 from teacherforge.store.retriever import SearchMode
@@ -31,8 +31,10 @@ class RunConfig(BaseModel):
     n: int = Field(default=10, ge=1, description="Number of samples to generate.")
     seed: int = 0
     concurrency: int = Field(default=16, ge=1, le=1024)
-    llm_url: str | None = Field(
-        default=None, description="OpenAI-compatible base URL; None = embedded model."
+    adaptive: bool = Field(default=False, description="AIMD on 429s and latency, with --concurrency as cap.")
+    llm_url: str | list[str] | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL, or several (replicas of one model); None = embedded.",
     )
     model: str | None = None
     critic_url: str | None = None
@@ -48,6 +50,9 @@ class RunConfig(BaseModel):
     )
     timeout_s: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    call_deadline_s: float = Field(
+        default=900.0, gt=0, description="Wall-clock cap on one call: all its attempts and backoff waits."
+    )
     max_revisions: int = Field(default=2, ge=0, le=10)
     top_k: int = Field(default=3, ge=1, le=50)
     search: SearchMode = "hybrid"
@@ -61,17 +66,73 @@ class RunConfig(BaseModel):
     train: dict | None = None
     eval: dict | None = None
 
+    def llm_urls(self) -> list[str]:
+        """The generator's base URLs (empty: the embedded model)."""
+        if self.llm_url is None:
+            return []
+        return [self.llm_url] if isinstance(self.llm_url, str) else list(self.llm_url)
+
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+def _format_error(source: str, exc: ValidationError, flags: set[str]) -> str:
+    """One line: where (file or flag), which key, what is wrong, and what was given."""
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if loc and loc[0] in flags:  # the value came from a flag, not from the file
+        source, key = "command line", f"--{key.replace('_', '-')}"
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}'; check the spelling against docs/cli.md"
-    return f"{source}: {key}: {err['msg']}"
+    if loc and loc[-1] == "[key]":  # a dict key outside a Literal, e.g. an unknown tier name
+        expected = (err.get("ctx") or {}).get("expected", "")
+        return f"{source}: {'.'.join(loc[:-2])}: unknown name '{loc[-2]}'; use {expected}"
+    message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    if isinstance(given, str | int | float) and not isinstance(given, bool) and len(str(given)) <= 60:
+        message += f" (got {given!r})"
+    return f"{source}: {key}: {message}"
+
+
+def _named_personas(data: dict, source: str) -> None:
+    """Let ``plan.personas`` name built-in personas (``- anxious parent``) next to full entries."""
+    plan = data.get("plan")
+    personas = plan.get("personas") if isinstance(plan, dict) else None
+    if not isinstance(personas, list):
+        return
+    builtin = {p.name.lower(): p for p in DEFAULT_PERSONAS}
+    for i, entry in enumerate(personas):
+        if isinstance(entry, str):
+            persona = builtin.get(entry.strip().lower())
+            if persona is None:
+                raise ConfigError(
+                    f"{source}: plan.personas.{i}: unknown persona '{entry}'; built-in: "
+                    f"{', '.join(builtin)}; or write {{name: ..., description: ...}}"
+                )
+            personas[i] = persona.model_dump()
+
+
+def _read_yaml(path: Path):
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text; re-save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}); pass a YAML file") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"{path}: not valid YAML{where} ({problem}); fix the syntax there (spaces, not tabs; "
+            "close brackets and quotes)"
+        ) from exc
 
 
 def load_config(path: Path | None, overrides: dict) -> RunConfig:
@@ -79,17 +140,14 @@ def load_config(path: Path | None, overrides: dict) -> RunConfig:
     data: dict = {}
     source = str(path) if path else "command line"
     if path is not None:
-        if not path.exists():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        loaded = _read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys to values")
         data = loaded or {}
+    flags = {k for k, v in overrides.items() if v is not None}
     data.update({k: v for k, v in overrides.items() if v is not None})
+    _named_personas(data, source)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(source, exc)) from exc
+        raise ConfigError(_format_error(source, exc, flags)) from exc

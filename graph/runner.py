@@ -7,13 +7,16 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import duckdb
 
 from teacherforge.agents.context import AgentContext
 from teacherforge.agents.llm import Endpoint, RetryPolicy, SamplingParams, StructuredLLM
+from teacherforge.graph.budget import Budget, CallMeter
 from teacherforge.graph.config import RunConfig
+from teacherforge.graph.endpoint_pool import attach as attach_pools
+from teacherforge.graph.interrupt import STOP_EVENTS, StopControl
 from teacherforge.graph.sample_graph import build_sample_graph
 from teacherforge.graph.state import RunDeps
 from teacherforge.prompts import PromptLibrary
@@ -25,6 +28,21 @@ from teacherforge.store.retriever import InMemoryRetriever, Retriever
 
 class RunError(Exception):
     """The run cannot start; one line that says why."""
+
+
+def check_categories(wanted: list[str] | None, corpus: list[str]) -> None:
+    """A ``plan.categories`` name the corpus lacks would silently plan samples without a category."""
+    unknown = sorted(set(wanted or []) - set(corpus))
+    if unknown:
+        raise RunError(
+            f"plan.categories: {unknown} not in the ingested corpus (it has {corpus}); "
+            "fix the config or ingest those documents"
+        )
+
+
+# A run whose first samples all fail without one successful model call stops: the endpoint is down,
+# or the model name is wrong, and failing every remaining sample the same way helps nobody.
+ABORT_AFTER_FAILED_SAMPLES = 3
 
 
 @dataclass
@@ -46,7 +64,7 @@ def new_run_id() -> str:
 
 
 def build_agents(config: RunConfig, generator: Endpoint, critic: Endpoint) -> AgentContext:
-    retry = RetryPolicy(max_attempts=config.max_attempts)
+    retry = RetryPolicy(max_attempts=config.max_attempts, deadline_s=config.call_deadline_s)
     gen_params = SamplingParams(config.temperature, config.max_tokens, timeout_s=config.timeout_s)
     critic_params = SamplingParams(config.critic_temperature, config.max_tokens, timeout_s=config.timeout_s)
     return AgentContext(
@@ -66,21 +84,29 @@ def build_retriever(con: duckdb.DuckDBPyConnection) -> InMemoryRetriever:
 
 
 def _endpoint_payload(endpoint: Endpoint) -> dict:
-    return {"url": endpoint.url, "model": endpoint.model, "structured_output": endpoint.structured}
+    replicas = {"replicas": list(endpoint.replicas)} if endpoint.replicas else {}
+    payload = {"url": endpoint.url, "model": endpoint.model, "structured_output": endpoint.structured}
+    return {**payload, **replicas}
 
 
 @dataclass(frozen=True)
 class SampleJob:
-    """One sample to generate: a fresh index, a resumed one (restart) or a fork of another sample."""
+    """One sample to generate: a fresh index, a resumed one (restart) or a fork of another sample.
+
+    ``seed`` (``run --from-eval``, graph/student/feedback.py) fixes the plan's tier, turns and
+    technique and gives the seed context's chunks instead of a random anchor.
+    """
 
     index: int
     sample_id: str
     restart: bool = False
     parent_sample_id: str | None = None
     forked_from_event: str | None = None
+    seed: dict | None = field(default=None, hash=False, compare=False)
 
     def graph_input(self) -> dict:
         lineage = {"parent_sample_id": self.parent_sample_id, "forked_from_event": self.forked_from_event}
+        lineage |= {"plan_seed": self.seed}
         return {"index": self.index, "sample_id": self.sample_id, **{k: v for k, v in lineage.items() if v}}
 
 
@@ -102,19 +128,40 @@ async def generate(
     resumed: bool = False,
     extra_start: dict | None = None,
     retriever: Retriever | None = None,
+    control: StopControl | None = None,
+    budget: Budget | None = None,
 ) -> RunSummary:
     """Generate the jobs (default: ``config.n`` fresh samples); every step is an event.
 
     ``replies`` are recorded replies by request hash: matching requests are not sent to the model
     (``offline`` refuses any other). With ``resumed`` the run already has ``run.started``.
+    ``control`` stops the run from outside (Ctrl-C); a ``budget`` cap or an endpoint that fails every
+    call stops it from inside. Stopping means no new samples; the stop is recorded as an event.
     """
     started, started_at = time.perf_counter(), dt.datetime.now(dt.UTC).replace(tzinfo=None)
     run_id = run_id or new_run_id()
     jobs = fresh_jobs(run_id, config.n) if jobs is None else jobs
     retriever = retriever if retriever is not None else build_retriever(con)
+    check_categories(config.plan.categories, retriever.categories())
     agents = build_agents(config, generator, critic)
+    control = control if control is not None else StopControl()
+    meter = CallMeter(budget or Budget())
+    if resumed and meter.budget.active:
+        meter.load_run(con, run_id)
+
+    def observe(record) -> None:
+        meter.observe(record)
+        reached = meter.over_budget() if meter.budget.active else None
+        if reached is not None:
+            control.request("budget_reached", **reached)
+
     for llm in (agents.generator, agents.critic):
-        llm.replies, llm.offline = replies, offline
+        llm.replies, llm.offline, llm.observer = replies, offline, observe
+
+    def endpoint_changed(url: str, state: str, details: dict) -> None:  # a replica cooled down or came back
+        log.append(run_id, f"endpoint.{state}", {"url": url, **details})
+
+    pools = attach_pools(agents, config.adaptive, config.concurrency, endpoint_changed)
     deps = RunDeps(run_id, config, agents, retriever, log, retriever.categories())
     if resumed:
         log.append(
@@ -137,11 +184,20 @@ async def generate(
                 **(extra_start or {}),
             },
         )
+    already = meter.over_budget() if meter.budget.active else None  # a resumed run may be over its cap
+    if already is not None:
+        control.request("budget_reached", **already)
     graph = build_sample_graph()
     semaphore = asyncio.Semaphore(config.concurrency)
+    progress = {"failed_in_a_row": 0, "skipped": [], "abandoned": []}
+    inflight: set[asyncio.Task] = set()
 
     async def one(job: SampleJob) -> None:
         async with semaphore:
+            if control.stopping:
+                progress["skipped"].append(job.sample_id)
+                return
+            inflight.add(asyncio.current_task())
             if job.restart:
                 log.append(run_id, "sample.restarted", {"reason": "resume"}, sample_id=job.sample_id)
             try:
@@ -149,27 +205,68 @@ async def generate(
                     job.graph_input(), config={"configurable": {"thread_id": job.sample_id}}, context=deps
                 )
                 status = final.get("status", "failed")
+            except asyncio.CancelledError:
+                if control.reason != "interrupted":
+                    raise
+                progress["abandoned"].append(job.sample_id)  # unfinished: --resume restarts it
+                return
             except Exception as exc:  # a bug must not lose the run: record it and go on
                 error = f"{type(exc).__name__}: {exc}"
                 log.append(
                     run_id, "sample.failed", {"error": error, "reasons": [error]}, sample_id=job.sample_id
                 )
                 status = "failed"
+            finally:
+                inflight.discard(asyncio.current_task())
+            progress["failed_in_a_row"] = progress["failed_in_a_row"] + 1 if status == "failed" else 0
+            if progress["failed_in_a_row"] >= ABORT_AFTER_FAILED_SAMPLES and meter.ok_calls == 0:
+                control.request("aborted", **_abort_detail(meter, generator, progress["failed_in_a_row"]))
             if on_sample_done:
                 on_sample_done(job.sample_id, status)
 
     status = "finished"
+    tasks = [asyncio.create_task(one(job)) for job in jobs]
+    watcher = asyncio.create_task(_abandon_after_grace(control, inflight))
     try:
-        await asyncio.gather(*(one(job) for job in jobs))
+        await asyncio.gather(*tasks)
     except asyncio.CancelledError:
         status = "interrupted"
+        for task in tasks:
+            task.cancel()
         raise
     finally:
+        watcher.cancel()
+        if control.stopping and status == "finished":
+            status = control.reason or status
+            control.detail.update(not_started=len(progress["skipped"]), abandoned=progress["abandoned"])
+            spent = {"tokens_in": meter.tokens_in, "tokens_out": meter.tokens_out}
+            budget_caps = {"budget": meter.budget.as_dict()} if meter.budget.active else {}
+            log.append(run_id, STOP_EVENTS[status], {**control.detail, **spent, **budget_caps})
         log.flush()
         summary = _summarise(con, run_id, started_at, round(time.perf_counter() - started, 3))
-        log.append(run_id, "run.finished", {"status": status, **summary.as_dict()})
+        endpoints = {"endpoints": [s for pool in pools for s in pool.stats()]} if pools else {}
+        log.append(run_id, "run.finished", {"status": status, **summary.as_dict(), **endpoints})
         log.flush()
     return summary
+
+
+async def _abandon_after_grace(control: StopControl, inflight: set[asyncio.Task]) -> None:
+    """After Ctrl-C, in-flight samples get ``control.grace_s`` to finish, then they are cancelled."""
+    if await control.wait() != "interrupted" or control.grace_s is None:
+        return
+    await asyncio.sleep(control.grace_s)
+    for task in list(inflight):
+        task.cancel()
+
+
+def _abort_detail(meter: CallMeter, generator: Endpoint, failed: int) -> dict:
+    last = meter.last_error or {"endpoint": generator.url, "model": generator.model, "error": "unknown"}
+    message = (
+        f"every LLM call failed ({meter.failed_attempts} attempts, {failed} samples in a row, none "
+        f"succeeded): {last['endpoint']} model '{last['model']}' said: {last['error']} "
+        "(is the server up, and is that the model it serves?)"
+    )
+    return {"message": message, "failed_samples": failed, "attempts": meter.failed_attempts, **last}
 
 
 def _summarise(con: duckdb.DuckDBPyConnection, run_id: str, since: dt.datetime, wall_s: float) -> RunSummary:
