@@ -208,7 +208,7 @@ def _emit(columns: list[str], rows: list[tuple], fmt: str, stream, console: Cons
         records = [dict(zip(columns, r, strict=True)) for r in rows]
         stream.write(json.dumps(records, default=str, ensure_ascii=False) + "\n")
     elif fmt == "csv":
-        writer = csv.writer(stream)
+        writer = csv.writer(stream, lineterminator="\n")  # Unix lines: shells read the output
         writer.writerow(columns)
         writer.writerows(rows)
     else:

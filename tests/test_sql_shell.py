@@ -96,3 +96,12 @@ def test_bad_format_and_parquet_without_out_are_one_line_errors(db_path, tmp_pat
     assert bad.exit_code == 2 and "table|csv|json|parquet" in bad.stderr
     missing = sql(db_path, QUERY, "--out", tmp_path / "nope" / "x.csv")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
+
+
+def test_csv_on_stdout_has_unix_lines_for_shell_capture(db_path):
+    """The quickstart reads a sample id with `sql --format csv | tail -n 1`: a trailing \\r broke replay."""
+    result = sql(db_path, "select chunk_id from chunks order by 1 limit 2", "--format", "csv")
+    assert result.exit_code == 0
+    assert "\r" not in result.stdout
+    last = result.stdout.splitlines()[-1]
+    assert last == query(db_path, "select chunk_id from chunks order by 1 limit 2")[1][0]
