@@ -138,6 +138,7 @@ def run(
         "max_revisions": max_revisions,
     }
     run_id, extra_start, sharding = resume or run_id_option or new_run_id(), None, None
+    log = retriever = None
     try:
         sharding = parse_shard(shard) if shard else None
         budget = Budget(max_tokens, max_cost, price_in, price_out)
@@ -180,6 +181,13 @@ def run(
                 jobs = keep_shard(jobs, sharding)
             extra_start = {**(extra_start or {}), "shard": sharding.payload(), "plan_hash": plan_hash(cfg)}
     except USER_ERRORS as exc:
+        # Close what was opened: exiting with the writer thread and DuckDB still open could abort the
+        # process (SIGABRT in native teardown) instead of the one-line error and exit code 2.
+        if retriever is not None:
+            close_retriever(retriever)
+        if log is not None:
+            log.close()
+            con.close()
         fail(str(exc))
     print(run_id, flush=True)
     note_run(db, run_id)
