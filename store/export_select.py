@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from teacherforge.store.dedup import dropped_sample_ids
 from teacherforge.store.projection import SampleView, fold_run
 
 STATUSES = ("accepted", "rejected", "all")
@@ -108,7 +109,7 @@ def select_records(
         raise SelectionError(f"--status must be accepted, rejected or all (got '{filters.status}')")
     views = [v for run_id in run_ids for v in fold_run(con, run_id) if v.turns]
     _check_values(views, filters)
-    duplicates = _dedup_dropped(con, run_ids)
+    duplicates = set().union(*(dropped_sample_ids(con, run_id) for run_id in run_ids))
     last_seen = _last_event_times(con, run_ids) if filters.since or filters.until else {}
     selection = Selection(views=[], run_ids=run_ids, considered=len(views))
     for view in views:
@@ -165,12 +166,3 @@ def _last_event_times(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dic
         [run_ids],
     ).fetchall()
     return dict(rows)
-
-
-def _dedup_dropped(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> set[str]:
-    """Samples a ``teacherforge dedup`` pass dropped (store/dedup.py): never exported."""
-    rows = con.execute(
-        "SELECT DISTINCT sample_id FROM events WHERE type = 'dedup.dropped' AND run_id IN (SELECT unnest(?))",
-        [run_ids],
-    ).fetchall()
-    return {r[0] for r in rows}
