@@ -63,7 +63,11 @@ class PromptLibrary:
             lstrip_blocks=True,
             keep_trailing_newline=False,
             autoescape=False,
+            # A run renders with the templates it started with: no stat() per render, and a template
+            # edited mid-run cannot make two samples of one run disagree about a template hash.
+            auto_reload=False,
         )
+        self._hashes: dict[str, str] = {}
         self._env.filters["fence"] = fence
         self._env.filters["fence_attr"] = fence_attr
 
@@ -74,7 +78,9 @@ class PromptLibrary:
         """Render the ``system`` and ``user`` blocks of a role's template into chat messages."""
         name = self.template_name(role)
         template = self._env.get_template(name)
-        source, _, _ = self._env.loader.get_source(self._env, name)
+        if name not in self._hashes:
+            source, _, _ = self._env.loader.get_source(self._env, name)
+            self._hashes[name] = _hash(source)
         macros = self._env.get_template(f"{self.language}/_macros.j2").module
         ctx = template.new_context({"m": macros, **context})
         messages = []
@@ -83,7 +89,7 @@ class PromptLibrary:
                 raise ValueError(f"prompt template {name} has no '{block}' block; add {{% block {block} %}}")
             text = "".join(template.blocks[block](ctx)).strip()
             messages.append({"role": block, "content": text})
-        return RenderedPrompt(messages=messages, template=name, template_hash=_hash(source))
+        return RenderedPrompt(messages=messages, template=name, template_hash=self._hashes[name])
 
 
 @lru_cache(maxsize=256)

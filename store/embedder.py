@@ -29,6 +29,25 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
 
+class QueryVectors:
+    """Query embeddings with a small LRU cache, shared by the threads that search.
+
+    Searches repeat queries: every plan looks up its category by name, and a multi-source turn
+    searches the same question twice. A short query costs ~8 ms of CPU on MiniLM int8 (the largest
+    single item of TeacherForge's own CPU per call, docs/performance.md); a hit costs a dict lookup.
+    Vectors are read-only, so one cached array can be handed to every caller.
+    """
+
+    def __init__(self, embedder: Embedder, maxsize: int = 4096):
+        self.embedder = embedder
+        self.vector = lru_cache(maxsize=maxsize)(self._embed_one)
+
+    def _embed_one(self, text: str) -> np.ndarray:
+        vector = np.asarray(self.embedder.embed([text])[0], dtype=np.float32)
+        vector.setflags(write=False)
+        return vector
+
+
 def _package_dir(module: str, package: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:

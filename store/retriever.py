@@ -16,7 +16,7 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from teacherforge.store import bm25_index
-from teacherforge.store.embedder import Embedder
+from teacherforge.store.embedder import Embedder, QueryVectors
 from teacherforge.store.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, RRF_K, Fusion, fuse
 from teacherforge.store.index import ChunkTable
 
@@ -100,6 +100,7 @@ class InMemoryRetriever:
 
         self.table = table
         self.embedder = embedder
+        self._queries = QueryVectors(embedder)
         self.fusion = fusion
         self.alpha = alpha if alpha is not None else (DEFAULT_ALPHA if fusion == "relative" else 0.5)
         self.rrf_k = rrf_k
@@ -124,7 +125,7 @@ class InMemoryRetriever:
         return mask
 
     def vector_scores(self, query: str) -> np.ndarray:
-        return self.table.matrix @ self.embedder.embed([query])[0]
+        return self.table.matrix @ self._queries.vector(query)
 
     def bm25_scores(self, query: str) -> np.ndarray:
         tokens = self._bm25s.tokenize(

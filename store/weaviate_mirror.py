@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 
-from teacherforge.store.embedder import Embedder
+from teacherforge.store.embedder import Embedder, QueryVectors
 from teacherforge.store.retriever import ScoredChunk, SearchMode, check_mode
 from teacherforge.store.weaviate_store import WeaviateChunkStore, WeaviateStoreError
 
@@ -118,6 +118,7 @@ class WeaviateRetriever:
     def __init__(self, store: WeaviateChunkStore, embedder: Embedder, categories: list[str], count: int):
         self.store = store
         self.embedder = embedder
+        self._queries = QueryVectors(embedder)
         self._categories = categories
         self._count = count
 
@@ -153,7 +154,7 @@ class WeaviateRetriever:
         check_mode(mode)
         if k < 1:
             return []
-        vector = None if mode == "bm25" else self.embedder.embed([query])[0]
+        vector = None if mode == "bm25" else self._queries.vector(query)
         return self.store.query(query, vector, k, mode, category, exclude_documents)
 
     def close(self) -> None:

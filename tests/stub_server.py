@@ -238,6 +238,7 @@ class StubReply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     drop_connection: bool = False
+    finish_reason: str = "stop"
 
 
 FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "timeout", "drop", "truncated", "empty", "invalid")
@@ -248,7 +249,8 @@ FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "timeout", "drop", "truncat
 - ``"timeout"``: sleep ``FaultPlan.delay_s`` before answering (-> ``openai.APITimeoutError`` with a
   smaller client timeout)
 - ``"drop"``: close the socket without a response (-> ``openai.APIConnectionError``)
-- ``"truncated"``: the normal JSON content cut in half (invalid JSON)
+- ``"truncated"``: the normal JSON content cut in half, ``finish_reason: "length"``, as a server
+  that ran into ``max_tokens`` answers
 - ``"empty"``: empty content
 - ``"invalid"``: well-formed JSON that violates the schema (``{"__stub_invalid__": true}``)
 """
@@ -329,7 +331,7 @@ def _apply_fault(fault: str, reply: StubReply, delay_s: float) -> StubReply:
     if fault == "drop":
         return StubReply(drop_connection=True)
     if fault == "truncated":
-        return StubReply(reply.content[: max(1, len(reply.content) // 2)])
+        return StubReply(reply.content[: max(1, len(reply.content) // 2)], finish_reason="length")
     if fault == "empty":
         return StubReply("")
     if fault == "invalid":
@@ -342,7 +344,7 @@ def _count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def completion_body(request: JSON, content: str, model: str) -> JSON:
+def completion_body(request: JSON, content: str, model: str, finish_reason: str = "stop") -> JSON:
     """A standard ``chat.completion`` object around ``content``."""
     prompt_tokens = sum(_count_tokens(_message_text(m)) for m in request.get("messages") or [])
     completion_tokens = _count_tokens(content)
@@ -356,7 +358,7 @@ def completion_body(request: JSON, content: str, model: str) -> JSON:
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": None},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {
@@ -430,7 +432,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif body.get("stream"):
             self._send_stream(body, reply)
         else:
-            self._send_json(200, completion_body(body, reply.content, self.server.stub.model), reply.headers)
+            content = completion_body(body, reply.content, self.server.stub.model, reply.finish_reason)
+            self._send_json(200, content, reply.headers)
 
     def _drop(self) -> None:
         self.close_connection = True

@@ -34,7 +34,7 @@ EXPECTED_ERROR = {
     "503": "InternalServerError",
     "timeout": "APITimeoutError",
     "drop": "APIConnectionError",
-    "truncated": "parse:",
+    "truncated": "parse: reply cut off at max_tokens",
     "empty": "parse:",
     "invalid": "parse:",
 }

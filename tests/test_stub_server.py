@@ -197,10 +197,16 @@ def test_client_retries_recover_from_transient_faults() -> None:
         assert len(stub.requests) == 3
 
 
-@pytest.mark.parametrize("fault", ["truncated", "invalid"])
-def test_bad_json_content_fails_validation(fault: str) -> None:
-    with StubServer(faults=FaultPlan(script={1: fault})) as stub, pytest.raises(ValidationError):
+def test_schema_violating_content_fails_validation() -> None:
+    with StubServer(faults=FaultPlan(script={1: "invalid"})) as stub, pytest.raises(ValidationError):
         _structured(stub, Verdict).invoke("hi")
+
+
+def test_truncated_reply_says_it_hit_the_length_limit() -> None:
+    with StubServer(faults=FaultPlan(script={1: "truncated"})) as stub:
+        with pytest.raises(openai.LengthFinishReasonError):
+            _structured(stub, Verdict).invoke("hi")
+        assert stub.requests  # the request did reach the server
 
 
 def test_empty_content_is_a_parsing_error() -> None:
