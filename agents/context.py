@@ -15,3 +15,8 @@ class AgentContext:
     generator: StructuredLLM
     critic: StructuredLLM
     prompts: PromptLibrary
+
+    async def aclose(self) -> None:
+        """Close both model clients (the same object twice is fine: closing is idempotent)."""
+        await self.generator.aclose()
+        await self.critic.aclose()

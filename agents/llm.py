@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+import aiohttp
 import openai
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
@@ -196,6 +197,7 @@ class StructuredLLM:
         self.observer: Callable[[LLMCallRecord], None] | None = None
         self.params = params
         self.retry = retry or RetryPolicy()
+        self._http_clients: list[Any] = []
         self._chat = self._new_chat(endpoint)
         # Replicas of one model (--llm-url given several times): each attempt asks the router.
         self.router: EndpointRouter | None = None
@@ -211,7 +213,11 @@ class StructuredLLM:
     def _new_chat(self, endpoint: Endpoint) -> ChatOpenAI:
         # Our own HTTP client: langchain-openai caches one per URL for the whole process, and that one
         # is bound to the first event loop, so a second asyncio.run on the same URL failed with
-        # "Event loop is closed". An LLM object lives in one run, hence one loop.
+        # "Event loop is closed". An LLM object lives in one run, hence one loop. The client is the
+        # OpenAI SDK's aiohttp transport (the ``openai[aiohttp]`` extra): at 64 requests in flight it
+        # took 3.4 instead of 4.9 ms of CPU per call and made 45% more calls/s (docs/performance.md).
+        http_client = openai.DefaultAioHttpClient(timeout=self.params.timeout_s)
+        self._http_clients.append(http_client)
         return ChatOpenAI(
             base_url=endpoint.url,
             api_key=endpoint.api_key,
@@ -220,8 +226,15 @@ class StructuredLLM:
             max_tokens=self.params.max_tokens,
             timeout=self.params.timeout_s,
             max_retries=0,
-            http_async_client=openai.DefaultAsyncHttpxClient(timeout=self.params.timeout_s),
+            http_async_client=http_client,
         )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections; call it on the event loop the calls ran on, when they are done."""
+        clients, self._http_clients = self._http_clients, []
+        for client in clients:
+            await client.aclose()
+        self._chats.clear()
 
     def _params_for(self, seed: int | None) -> dict[str, Any]:
         return {"temperature": self.params.temperature, "max_tokens": self.params.max_tokens, "seed": seed}
@@ -337,7 +350,7 @@ class StructuredLLM:
             reply = await chat.ainvoke(messages, **kwargs)
         except openai.APIError as exc:
             record.latency_ms = (time.perf_counter() - started) * 1000
-            record.error = f"{_openai_class(exc)}: {_one_line(str(exc))}"
+            record.error = _api_error_text(exc)
             raise
         finish = reply.response_metadata.get("finish_reason")
         if finish == "length":  # the reply hit max_tokens inside the JSON: retried like a parse failure
@@ -393,6 +406,22 @@ def _with_schema_hint(messages: list[dict[str, str]], schema: type[BaseModel]) -
     )
     first, *rest = messages
     return [{**first, "content": first["content"] + hint}, *rest]
+
+
+def _api_error_text(exc: openai.APIError) -> str:
+    """``<OpenAI error class>: <message>`` for the ``llm.call`` event.
+
+    The SDK's aiohttp transport maps every aiohttp connection error to a connect *timeout*, so a server
+    that hung up would read "Request timed out". The root cause says what happened; we name it.
+    """
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    timeout = aiohttp.ServerTimeoutError
+    hung_up = isinstance(root, aiohttp.ClientConnectionError) and not isinstance(root, timeout)
+    if isinstance(exc, openai.APITimeoutError) and hung_up:
+        return f"APIConnectionError: {type(root).__name__}: {_one_line(str(root))}"
+    return f"{_openai_class(exc)}: {_one_line(str(exc))}"
 
 
 def _openai_class(exc: Exception) -> str:

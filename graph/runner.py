@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -247,6 +248,8 @@ async def generate(
         endpoints = {"endpoints": [s for pool in pools for s in pool.stats()]} if pools else {}
         log.append(run_id, "run.finished", {"status": status, **summary.as_dict(), **endpoints})
         log.flush()
+        with contextlib.suppress(Exception):  # the run is recorded; a failing socket close must not hide it
+            await agents.aclose()
     return summary
 
 

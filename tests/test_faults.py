@@ -101,11 +101,19 @@ def _llm(url: str, timeout_s: float, retry: RetryPolicy) -> StructuredLLM:
 PROMPT = RenderedPrompt(messages=[{"role": "user", "content": "hi"}], template="t", template_hash="h")
 
 
+async def _call_once(llm: StructuredLLM):
+    """One call, then close the client's connections on the same loop."""
+    try:
+        return await llm.call("persona_user", UserMessage, PROMPT)
+    finally:
+        await llm.aclose()
+
+
 def test_a_call_has_a_wall_deadline_that_cuts_a_slow_attempt():
     with StubServer(faults=FaultPlan(rate=1.0, kinds=("timeout",), delay_s=10.0)) as stub:
         llm = _llm(stub.url, timeout_s=30.0, retry=RetryPolicy(max_attempts=5, deadline_s=0.5))
         with pytest.raises(LLMCallFailed) as info:
-            asyncio.run(llm.call("persona_user", UserMessage, PROMPT))
+            asyncio.run(_call_once(llm))
     calls = info.value.calls
     assert len(calls) == 1 and calls[0].error.startswith("deadline:")
 
@@ -114,7 +122,7 @@ def test_the_deadline_also_bounds_the_number_of_retries():
     with StubServer(faults=FaultPlan(rate=1.0, kinds=("timeout",), delay_s=10.0)) as stub:
         llm = _llm(stub.url, timeout_s=0.3, retry=RetryPolicy(max_attempts=20, deadline_s=1.0))
         with pytest.raises(LLMCallFailed) as info:
-            asyncio.run(llm.call("persona_user", UserMessage, PROMPT))
+            asyncio.run(_call_once(llm))
     assert 1 <= len(info.value.calls) < 20
 
 

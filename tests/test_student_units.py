@@ -203,9 +203,11 @@ def test_judge_agent_renders_its_template_and_returns_a_validated_verdict():
 
 
         async def both():  # one event loop: the client keeps connections bound to it
-            return await judge.grade(ctx, history, "It is 50 dollars.", chunks, 1), await judge.grade(
-                ctx, history, "", chunks, 2
-            )
+            try:
+                right = await judge.grade(ctx, history, "It is 50 dollars.", chunks, 1)
+                return right, await judge.grade(ctx, history, "", chunks, 2)
+            finally:
+                await ctx.aclose()
 
         right, wrong = asyncio.run(both())
     assert (right.output.verdict, wrong.output.verdict) == ("correct", "wrong")

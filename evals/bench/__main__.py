@@ -39,6 +39,7 @@ QUICK = {
     "overhead_n": 12,
     "levels": [1, 8, 32],
     "per_level": 1,
+    "slow_levels": [],
     "log_samples": 300,
     "rss_sizes": [25, 100],
     "peer_calls": None,  # None: the same number of calls the overhead run made
@@ -47,6 +48,7 @@ FULL = {
     "overhead_n": 48,
     "levels": [1, 8, 32, 128],
     "per_level": 2,
+    "slow_levels": [32, 128],  # again at 2 s per call, closer to a real generation's latency
     "log_samples": 10_000,
     "rss_sizes": [1_000, 10_000],
     "peer_calls": None,
@@ -92,7 +94,15 @@ def run(quick: bool, real: bool, sizes: dict) -> dict:
 
         def concurrency() -> dict:
             out = pipeline_bench.concurrency(template, work, sizes["levels"], 0.2, sizes["per_level"])
-            return {**out, "concurrency_levels": sizes["levels"]}
+            out |= {"concurrency_levels": sizes["levels"]}
+            if sizes.get("slow_levels"):
+                slow = pipeline_bench.concurrency(template, work, sizes.get("slow_levels"), 2.0, 1)
+                out |= {
+                    "concurrency_efficiency_2s": slow["concurrency_efficiency"],
+                    "samples_per_s_2s": slow["samples_per_s"],
+                    "concurrency_failed_samples_2s": slow["concurrency_failed_samples"],
+                }
+            return out
 
         _guard(result, ("concurrency_efficiency",), "concurrency", concurrency)
 

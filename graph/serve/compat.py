@@ -1,7 +1,7 @@
 """OpenAI-compatible chat server running llama.cpp in-process (CPU path of the local teacher).
 
-Why not ``python -m llama_cpp.server``: it rejects ``response_format: json_schema`` (what
-langchain's ``with_structured_output(method="json_schema")`` sends), ignores
+Why not ``python -m llama_cpp.server``: it rejects ``response_format: json_schema`` (what the agents
+send, the same body as langchain's ``with_structured_output(method="json_schema")``), ignores
 ``max_completion_tokens`` (what langchain-openai sends instead of ``max_tokens``) and its
 schema grammar lets raw control characters into JSON strings. Here the request is translated
 by protocol.py and the grammar built with the string rule tightened to llama.cpp's json.gbnf.

@@ -120,7 +120,14 @@ def evaluate(
 
     One event loop for the whole run: the model clients keep connections bound to their loop.
     """
-    return asyncio.run(_evaluate(inputs, log, eval_id or new_eval_id(), on_step))
+    return asyncio.run(_evaluate_and_close(inputs, log, eval_id or new_eval_id(), on_step))
+
+
+async def _evaluate_and_close(inputs: EvalInputs, log: EventLog, eval_id: str, on_step) -> dict:
+    try:
+        return await _evaluate(inputs, log, eval_id, on_step)
+    finally:
+        await inputs.agents.aclose()  # on the loop the calls ran on
 
 
 async def _evaluate(inputs: EvalInputs, log: EventLog, eval_id: str, on_step: Callable[[str], None]) -> dict:
