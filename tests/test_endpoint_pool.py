@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import threading
+import time
 
 import pytest
 from conftest import query
 from scripted import GoodModel
-from stub_server import FaultPlan, StubServer
+from stub_server import FaultPlan, StubReply, StubServer
 from typer.testing import CliRunner
 
 from teacherforge.agents.llm import Endpoint
@@ -48,8 +51,9 @@ def test_least_in_flight_then_turns():
 
 def test_failing_replica_cools_down_and_comes_back_on_probation():
     clock, changes = Clock(), []
-    (a, b), pool = _pool(2, failures_to_cool=2, cooldown_s=10, clock=clock,
-                         on_change=lambda *c: changes.append(c))
+    (a, b), pool = _pool(
+        2, failures_to_cool=2, cooldown_s=10, clock=clock, on_change=lambda *c: changes.append(c)
+    )
     for _ in range(2):
         pool.acquire()  # a then b, or b then a: release the failures on a either way
         pool.release(a, failed=True)
@@ -153,3 +157,52 @@ def test_cli_takes_repeated_llm_url_and_checks_every_replica(db_path):
     assert ok.exit_code == 0, ok.output
     assert all(both), both
     assert wrong.exit_code == 2 and "does not serve model 'stub-model'" in wrong.output
+
+
+class Capacity:
+    """A server that can work on ``slots`` requests at once and answers 429 to any more."""
+
+    def __init__(self, slots: int, work_s: float = 0.05):
+        self.slots, self.work_s = slots, work_s
+        self.model, self.lock = GoodModel(), threading.Lock()
+        self.in_flight = self.rejected = 0
+
+    def __call__(self, body):
+        with self.lock:
+            if self.in_flight >= self.slots:
+                self.rejected += 1
+                return StubReply("stub: over capacity", status=429, headers={"Retry-After": "0"})
+            self.in_flight += 1
+        try:
+            time.sleep(self.work_s)
+            return self.model(body)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def _run_against_capacity(db_path, adaptive: bool) -> tuple[int, int]:
+    server = Capacity(slots=3)
+    with StubServer(server) as stub:
+        con = connect(db_path)
+        create_views(con)
+        log = EventLog(con)
+        cfg = RunConfig(n=12, concurrency=12, seed=3, adaptive=adaptive, max_attempts=6)
+        endpoint = Endpoint(stub.url, "stub-model", "k", "json_schema")
+        try:
+            summary = asyncio.run(generate(con, log, cfg, endpoint, endpoint))
+        finally:
+            log.close()
+            con.close()
+    return summary.failed, server.rejected
+
+
+def test_adaptive_concurrency_backs_off_a_server_that_answers_429(db_path, tmp_path):
+    fixed = tmp_path / "fixed.duckdb"
+    shutil.copy(db_path, fixed)  # the same ingested corpus for both runs
+    failed_fixed, rejected_fixed = _run_against_capacity(fixed, adaptive=False)
+    failed_adaptive, rejected_adaptive = _run_against_capacity(db_path, adaptive=True)
+    assert failed_adaptive == 0
+    assert rejected_fixed > 0 and rejected_adaptive < rejected_fixed / 2, (rejected_adaptive, rejected_fixed)
+    recorded = query(db_path, "SELECT count(*) FROM llm_calls WHERE error LIKE 'RateLimit%'")
+    assert recorded == [(rejected_adaptive,)]  # every 429 is an llm.call event with its error
