@@ -2,18 +2,21 @@
 # The README's first command: install, then run the main job on the bundled example corpus with
 # the embedded default model (SmolLM2-135M-Instruct on llama.cpp, started and stopped by `run`).
 #   N=4 bash scripts/quickstart.sh
+# For tests (tests/test_quickstart.py runs this sequence against the stub server):
+#   TF_SKIP_INSTALL=1 uses $VENV as it is; TF_RUN_ARGS adds flags to `run` (e.g. --llm-url URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 N=${N:-2}
 OUT=${OUT:-out}
-VENV="$VENV" bash scripts/install.sh
+[ "${TF_SKIP_INSTALL:-0}" = 1 ] || VENV="$VENV" bash scripts/install.sh
 TF="$VENV/bin/teacherforge"
 mkdir -p "$OUT"
 DB="$OUT/quickstart.duckdb"
 
 "$TF" ingest examples/university --db "$DB"
-"$TF" run --config examples/quickstart.yaml --n "$N" --db "$DB" --json > "$OUT/run.log"   # progress on stderr, run id + JSON on stdout
+# shellcheck disable=SC2086  # TF_RUN_ARGS is a list of flags
+"$TF" run --config examples/quickstart.yaml --n "$N" --db "$DB" --json ${TF_RUN_ARGS:-} > "$OUT/run.log"   # progress on stderr, run id + JSON on stdout
 RUN_ID=$(head -n 1 "$OUT/run.log")
 "$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/dataset.jsonl"
 "$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/all-samples.jsonl" --status all --thought field
