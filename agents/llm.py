@@ -198,11 +198,10 @@ class StructuredLLM:
         self.params = params
         self.retry = retry or RetryPolicy()
         self._http_clients: list[Any] = []
-        self._chat = self._new_chat(endpoint)
         # Replicas of one model (--llm-url given several times): each attempt asks the router.
         self.router: EndpointRouter | None = None
         self.limiter: CallLimiter | None = None  # adaptive concurrency (--adaptive)
-        self._chats: dict[str, ChatOpenAI] = {endpoint.url: self._chat}
+        self._chats: dict[str, ChatOpenAI] = {}  # one client per replica URL, made on first use
 
     def _chat_for(self, endpoint: Endpoint) -> ChatOpenAI:
         chat = self._chats.get(endpoint.url)
@@ -214,8 +213,8 @@ class StructuredLLM:
         # Our own HTTP client: langchain-openai caches one per URL for the whole process, and that one
         # is bound to the first event loop, so a second asyncio.run on the same URL failed with
         # "Event loop is closed". An LLM object lives in one run, hence one loop. The client is the
-        # OpenAI SDK's aiohttp transport (the ``openai[aiohttp]`` extra): at 64 requests in flight it
-        # took 3.4 instead of 4.9 ms of CPU per call and made 45% more calls/s (docs/performance.md).
+        # OpenAI SDK's aiohttp transport (the ``openai[aiohttp]`` extra): at 64 requests in flight
+        # ChatOpenAI took 1.3 instead of 2.3 ms of CPU per call (evals/bench/client_overhead.py).
         http_client = openai.DefaultAioHttpClient(timeout=self.params.timeout_s)
         self._http_clients.append(http_client)
         return ChatOpenAI(
@@ -316,7 +315,15 @@ class StructuredLLM:
             if self.limiter is not None:
                 self.limiter.observe(record.latency_ms, getattr(failure, "status_code", None) == 429)
 
-    async def _attempt_within(self, chat, schema, seed, messages, record, deadline: float | None) -> dict:
+    async def _attempt_within(
+        self,
+        chat: ChatOpenAI,
+        schema: type[BaseModel],
+        seed: int | None,
+        messages: list[dict[str, str]],
+        record: LLMCallRecord,
+        deadline: float | None,
+    ) -> dict:
         """One attempt, cut off when the call's total deadline passes (recorded as the attempt's error)."""
         if deadline is None:
             return await self._attempt(chat, schema, seed, messages, record)
@@ -331,7 +338,12 @@ class StructuredLLM:
             raise _DeadlineExceeded(record.error) from exc
 
     async def _attempt(
-        self, chat: ChatOpenAI, schema: type[BaseModel], seed: int | None, messages, record: LLMCallRecord
+        self,
+        chat: ChatOpenAI,
+        schema: type[BaseModel],
+        seed: int | None,
+        messages: list[dict[str, str]],
+        record: LLMCallRecord,
     ) -> dict:
         """Send one request through langchain-openai and validate the reply against ``schema``.
 

@@ -83,14 +83,9 @@ def evaluate(retriever: InMemoryRetriever, questions: list[Question], ks: list[i
 
 
 def ingest_corpus(corpus: Path, db: Path) -> None:
-    from teacherforge.graph.ingest import ingest
-    from teacherforge.store.events import EventLog
+    from teacherforge.graph.ingest import ingest_into
 
-    con = connect(db)
-    log = EventLog(con)
-    ingest(con, log, [corpus])
-    log.close()
-    con.close()
+    ingest_into(db, [corpus])
 
 
 def print_table(report: dict[str, dict], n: int, out=sys.stdout) -> None:

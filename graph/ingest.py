@@ -21,11 +21,13 @@ import duckdb
 
 from teacherforge.store import bm25_index, index
 from teacherforge.store.chunking import Chunk, chunk_document
+from teacherforge.store.database import connect
 from teacherforge.store.documents import MAX_FILE_BYTES, Document, SkipDocument, load_path
 from teacherforge.store.embed_cache import CachedEmbedder, prune_cache
 from teacherforge.store.embedder import load_embedder
 from teacherforge.store.events import EventLog
 from teacherforge.store.redact import redact_document
+from teacherforge.store.views import create_views
 
 CategoryFrom = Literal["folder", "frontmatter", "none"]
 
@@ -225,3 +227,21 @@ def ingest(
         },
     )
     return summary
+
+
+def ingest_into(db: Path, paths: list[Path]) -> IngestSummary:
+    """Ingest ``paths`` into the database file ``db`` with default settings, then close it.
+
+    For fixtures, benchmarks and evals that need an ingested corpus; the CLI's ``ingest`` adds the
+    writer lock, progress and a snapshot for readers.
+    """
+    con = connect(db)
+    try:
+        create_views(con)
+        log = EventLog(con)
+        try:
+            return ingest(con, log, paths)
+        finally:
+            log.close()
+    finally:
+        con.close()

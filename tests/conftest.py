@@ -10,7 +10,7 @@ import pytest
 
 from teacherforge.agents.llm import Endpoint
 from teacherforge.graph.config import RunConfig
-from teacherforge.graph.ingest import ingest
+from teacherforge.graph.ingest import ingest_into
 from teacherforge.graph.runner import RunSummary, generate
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
@@ -24,12 +24,7 @@ EXAMPLES = ROOT / "examples" / "university"
 def ingested_template(tmp_path_factory) -> Path:
     """The example corpus ingested once per session (embedding takes seconds)."""
     path = tmp_path_factory.mktemp("corpus") / "template.duckdb"
-    con = connect(path)
-    create_views(con)
-    log = EventLog(con)
-    ingest(con, log, [EXAMPLES])
-    log.close()
-    con.close()
+    ingest_into(path, [EXAMPLES])
     return path
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from teacherforge.agents.llm import Endpoint
 from teacherforge.graph.config import RunConfig
-from teacherforge.graph.ingest import ingest
+from teacherforge.graph.ingest import ingest_into
 from teacherforge.graph.runner import build_retriever, generate
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
@@ -81,12 +81,7 @@ def corpus_template(folder: Path) -> Path:
     """The example corpus ingested once; each measurement runs on a copy."""
     path = folder / "template.duckdb"
     if not path.exists():
-        con = connect(path)
-        create_views(con)
-        log = EventLog(con)
-        ingest(con, log, [EXAMPLES])
-        log.close()
-        con.close()
+        ingest_into(path, [EXAMPLES])
     return path
 
 
