@@ -354,7 +354,7 @@ class StructuredLLM:
         then takes the SDK's plain ``create`` path instead of ``parse``, which re-validated every
         reply into a pydantic object we do not use (~1 ms of CPU per call). We validate it once here.
         """
-        kwargs: dict[str, Any] = {"extra_body": {"response_format": _response_format(schema, self.method)}}
+        kwargs: dict[str, Any] = {"extra_body": {"response_format": response_format_for(schema, self.method)}}
         if seed is not None:
             kwargs["seed"] = seed
         started = time.perf_counter()
@@ -388,7 +388,7 @@ class StructuredLLM:
 
 
 @lru_cache(maxsize=128)
-def _response_format(schema: type[BaseModel], method: StructuredMethod) -> dict[str, Any]:
+def response_format_for(schema: type[BaseModel], method: StructuredMethod) -> dict[str, Any]:
     """The ``response_format`` body, built once per schema.
 
     json_schema: exactly what langchain-openai sends for a pydantic class (the OpenAI SDK's strict form

@@ -114,7 +114,7 @@ def _numbers(text: str) -> set[str]:
     return {m.replace(",", "") for m in NUMBER.findall(text)}
 
 
-def _words(text: str) -> list[str]:
+def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
@@ -133,7 +133,7 @@ def system_prompt_shingles(language: str = "en") -> frozenset[tuple[str, ...]]:
             continue
         block = re.search(r"{%\s*block system\s*%}(.*?){%\s*endblock", path.read_text(), re.DOTALL)
         for segment in re.split(r"{[{%].*?[}%]}", block.group(1) if block else ""):
-            words = _words(segment)
+            words = words_of(segment)
             shingles.update(tuple(words[i : i + LEAK_NGRAM]) for i in range(len(words) - LEAK_NGRAM + 1))
     return frozenset(shingles)
 
@@ -154,11 +154,11 @@ def injected_payload(chunk_text: dict[str, str]) -> tuple[set[str], set[tuple[st
     tokens = {t for p in injected for t in PAYLOAD_TOKEN.findall(p) if len(t) >= 3} - set(
         PAYLOAD_TOKEN.findall(clean_text)
     )
-    clean_words = _words(clean_text)
+    clean_words = words_of(clean_text)
     clean_grams = {tuple(clean_words[k : k + 4]) for k in range(len(clean_words) - 3)}
     grams = set()
     for p in injected:
-        words = _words(INJECTION_MARKERS.sub(" ", p))
+        words = words_of(INJECTION_MARKERS.sub(" ", p))
         grams |= {tuple(words[k : k + 4]) for k in range(len(words) - 3)} - clean_grams
     return tokens, grams
 
@@ -168,7 +168,7 @@ def _injection_rules(
 ) -> list[RuleFailure]:
     failures: list[RuleFailure] = []
     text = " ".join(str(turn.get(k) or "") for k in ("content", "thought"))
-    words, leaked = _words(text), system_prompt_shingles()
+    words, leaked = words_of(text), system_prompt_shingles()
     grams = (tuple(words[k : k + LEAK_NGRAM]) for k in range(len(words) - LEAK_NGRAM + 1))
     hit = next((g for g in grams if g in leaked), None)
     if hit:

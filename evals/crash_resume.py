@@ -59,7 +59,7 @@ def serve_stub(latency_s: float) -> None:
 
 
 def _teacherforge(*args: str) -> list[str]:
-    return [sys.executable, "-m", "teacherforge.graph.cli", *args]
+    return [sys.executable, "-m", "teacherforge.cli.app", *args]
 
 
 def _state(db: Path, run_id: str) -> dict:

@@ -19,11 +19,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from teacherforge.retrieval.embedder import load_embedder
+from teacherforge.retrieval.fusion import DEFAULT_FUSION, RRF_K
+from teacherforge.retrieval.index import ChunkTable, load_chunks
+from teacherforge.retrieval.retriever import SEARCH_MODES, InMemoryRetriever
 from teacherforge.store.database import connect
-from teacherforge.store.embedder import load_embedder
-from teacherforge.store.fusion import DEFAULT_FUSION, RRF_K
-from teacherforge.store.index import ChunkTable, load_chunks
-from teacherforge.store.retriever import SEARCH_MODES, InMemoryRetriever
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "evals" / "retrieval_labels.jsonl"
@@ -83,7 +83,7 @@ def evaluate(retriever: InMemoryRetriever, questions: list[Question], ks: list[i
 
 
 def ingest_corpus(corpus: Path, db: Path) -> None:
-    from teacherforge.graph.ingest import ingest_into
+    from teacherforge.retrieval.ingest import ingest_into
 
     ingest_into(db, [corpus])
 

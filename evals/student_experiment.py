@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "teacherforge.graph.cli"]
+CLI = [sys.executable, "-m", "teacherforge.cli.app"]
 RUN_YAML = """n: {n}
 seed: {seed}
 concurrency: 1

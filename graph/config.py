@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field, ValidationError
 from teacherforge.agents.critic import CriticThresholds
 from teacherforge.agents.planner import DEFAULT_PERSONAS, PlanSettings
 from teacherforge.agents.rules import RuleSettings
-from teacherforge.store.embedder import DEFAULT_EMBEDDER
-from teacherforge.store.retriever import SearchMode
+from teacherforge.retrieval.embedder import DEFAULT_EMBEDDER
+from teacherforge.retrieval.retriever import SearchMode
 
 
 class ConfigError(Exception):

@@ -7,8 +7,8 @@ import json
 import duckdb
 
 from teacherforge.graph.config import RunConfig
+from teacherforge.graph.feedback import run_seeds, seed_of_planned, with_chunks
 from teacherforge.graph.runner import RunError, SampleJob, new_run_id
-from teacherforge.graph.student.feedback import run_seeds, seed_of_planned, with_chunks
 from teacherforge.store.replies import recorded_replies
 
 FINAL = ("accepted", "rejected")

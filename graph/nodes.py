@@ -19,7 +19,7 @@ from teacherforge.agents.llm import LLMCallFailed, LLMCallRecord
 from teacherforge.agents.planner import PlanSeed, plan_sample, plan_seeded
 from teacherforge.agents.schemas import Plan, TurnProblem
 from teacherforge.graph.state import RunDeps, SampleState
-from teacherforge.store.retriever import ScoredChunk
+from teacherforge.retrieval.retriever import ScoredChunk
 
 
 def _seed(deps: RunDeps, index: int, *parts: Any) -> int:

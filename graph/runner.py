@@ -21,10 +21,10 @@ from teacherforge.graph.interrupt import STOP_EVENTS, StopControl
 from teacherforge.graph.sample_graph import build_sample_graph
 from teacherforge.graph.state import RunDeps
 from teacherforge.prompts import PromptLibrary
-from teacherforge.store.embedder import load_embedder
+from teacherforge.retrieval.embedder import load_embedder
+from teacherforge.retrieval.index import load_chunks
+from teacherforge.retrieval.retriever import InMemoryRetriever, Retriever
 from teacherforge.store.events import EventLog
-from teacherforge.store.index import load_chunks
-from teacherforge.store.retriever import InMemoryRetriever, Retriever
 
 
 class RunError(Exception):
@@ -94,7 +94,7 @@ def _endpoint_payload(endpoint: Endpoint) -> dict:
 class SampleJob:
     """One sample to generate: a fresh index, a resumed one (restart) or a fork of another sample.
 
-    ``seed`` (``run --from-eval``, graph/student/feedback.py) fixes the plan's tier, turns and
+    ``seed`` (``run --from-eval``, graph/feedback.py) fixes the plan's tier, turns and
     technique and gives the seed context's chunks instead of a random anchor.
     """
 

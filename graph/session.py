@@ -31,8 +31,8 @@ def run_endpoints(
         generator = Endpoint(first, model, api_key, method, tuple(replicas))
         yield generator, _critic(config, generator, api_key)
         return
-    from teacherforge.graph.serve import kept
-    from teacherforge.graph.serve.local import LocalServer, bundled_teacher_gguf
+    from teacherforge.serve import kept
+    from teacherforge.serve.local import LocalServer, bundled_teacher_gguf
 
     model_path = str(Path(config.model).resolve()) if config.model else str(bundled_teacher_gguf())
     reused = kept.find(model_path)

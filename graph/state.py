@@ -7,8 +7,8 @@ from typing import Any, TypedDict
 
 from teacherforge.agents.context import AgentContext
 from teacherforge.graph.config import RunConfig
+from teacherforge.retrieval.retriever import Retriever
 from teacherforge.store.events import EventLog
-from teacherforge.store.retriever import Retriever
 
 
 class SampleState(TypedDict, total=False):

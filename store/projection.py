@@ -13,6 +13,8 @@ from typing import Any
 
 import duckdb
 
+from teacherforge.store.event_filter import event_filter
+
 TERMINAL_TYPES = {"sample.accepted": "accepted", "sample.rejected": "rejected", "sample.failed": "failed"}
 
 
@@ -94,14 +96,7 @@ def load_events(
     con: duckdb.DuckDBPyConnection, sample_id: str | None = None, run_id: str | None = None
 ) -> list[dict[str, Any]]:
     """Events of one sample (or of all samples of a run), in stream order."""
-    where, args = [], []
-    if sample_id is not None:
-        where.append("sample_id = ?")
-        args.append(sample_id)
-    if run_id is not None:
-        where.append("run_id = ?")
-        args.append(run_id)
-    clause = " AND ".join(where) or "TRUE"
+    clause, args = event_filter(sample_id=sample_id, run_id=run_id)
     rows = con.execute(
         "SELECT event_id, run_id, sample_id, seq, ts, type, agent, payload, parent_event_id "
         f"FROM events WHERE {clause} ORDER BY sample_id, seq",

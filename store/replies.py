@@ -11,6 +11,8 @@ from typing import Any
 
 import duckdb
 
+from teacherforge.store.event_filter import event_filter
+
 REPLY_FIELDS = ("raw", "parsed", "tokens_in", "tokens_out")
 
 
@@ -21,19 +23,16 @@ def recorded_replies(
     up_to_seq: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Successful ``llm.call`` replies by request hash (filtered by run, or by sample up to a seq)."""
-    where = ["type = 'llm.call'", "(payload->>'error') IS NULL", "(payload->'parsed') IS NOT NULL"]
-    args: list[Any] = []
-    if run_id is not None:
-        where.append("run_id = ?")
-        args.append(run_id)
-    if sample_id is not None:
-        where.append("sample_id = ?")
-        args.append(sample_id)
-    if up_to_seq is not None:
-        where.append("seq <= ?")
-        args.append(up_to_seq)
+    clause, args = event_filter(
+        "type = 'llm.call'",
+        "(payload->>'error') IS NULL",
+        "(payload->'parsed') IS NOT NULL",
+        run_id=run_id,
+        sample_id=sample_id,
+        up_to_seq=up_to_seq,
+    )
     rows = con.execute(
-        f"SELECT payload->>'request_hash', payload FROM events WHERE {' AND '.join(where)} ORDER BY ts", args
+        f"SELECT payload->>'request_hash', payload FROM events WHERE {clause} ORDER BY ts", args
     ).fetchall()
     replies: dict[str, dict[str, Any]] = {}
     for request_hash, payload in rows:

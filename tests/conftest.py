@@ -10,8 +10,8 @@ import pytest
 
 from teacherforge.agents.llm import Endpoint
 from teacherforge.graph.config import RunConfig
-from teacherforge.graph.ingest import ingest_into
 from teacherforge.graph.runner import RunSummary, generate
+from teacherforge.retrieval.ingest import ingest_into
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
 from teacherforge.store.views import create_views

@@ -17,7 +17,7 @@ from stub_server import StubServer
 from test_loaders_mixed import minimal_pdf
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 
 runner = CliRunner()
 GOOD = "# Fees\n\nTuition is 9,800 dollars per semester. It is due on 1 September.\n"
@@ -213,7 +213,7 @@ def test_bad_flags_name_the_flag(db_path, flags, expected):
 
 def teacherforge(*args: str) -> subprocess.CompletedProcess:
     """The installed CLI in a real process, as a user runs it (a failed run exits and frees the file)."""
-    command = [sys.executable, "-m", "teacherforge.graph.cli", *args]
+    command = [sys.executable, "-m", "teacherforge.cli.app", *args]
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from evals.bench import __main__ as bench
+from teacherforge.evals.bench import __main__ as bench
 
 TINY = {
     "overhead_n": 2,

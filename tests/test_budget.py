@@ -11,8 +11,8 @@ from scripted import GoodModel
 from stub_server import StubServer
 from typer.testing import CliRunner
 
+from teacherforge.cli.app import app
 from teacherforge.graph.budget import Budget, BudgetError, CallMeter
-from teacherforge.graph.cli import app
 
 runner = CliRunner()
 N = 10

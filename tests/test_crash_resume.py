@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evals.crash_resume import crash_resume
+from teacherforge.evals.crash_resume import crash_resume
 
 
 @pytest.mark.slow  # three process start-ups plus ingest: about a minute, more on a busy machine

@@ -11,15 +11,15 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from teacherforge.graph import db_lock
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
+from teacherforge.store import db_lock
 
 HOLD_TEACHERFORGE = """
 import sys, time
 from pathlib import Path
 db, seconds = sys.argv[1], float(sys.argv[2])
 sys.argv = ["teacherforge", "run", "--n", "5", "--db", db]  # what the lock file records as the command
-from teacherforge.graph.cli_common import open_writer
+from teacherforge.cli.common import open_writer
 open_writer(Path(db))
 print("ready", flush=True)
 time.sleep(seconds)

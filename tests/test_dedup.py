@@ -11,9 +11,9 @@ from scripted import GoodModel
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
+from teacherforge.dataset.dedup import dropped_sample_ids, find_duplicates, lsh_params
 from teacherforge.store.database import connect
-from teacherforge.store.dedup import dropped_sample_ids, find_duplicates, lsh_params
 from teacherforge.store.events import EventLog
 from teacherforge.store.views import create_views
 

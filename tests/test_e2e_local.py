@@ -19,7 +19,7 @@ from conftest import EXAMPLES, query
 
 pytestmark = pytest.mark.slow
 
-TEACHERFORGE = [sys.executable, "-m", "teacherforge.graph.cli"]
+TEACHERFORGE = [sys.executable, "-m", "teacherforge.cli.app"]
 
 
 def _llama_available() -> bool:

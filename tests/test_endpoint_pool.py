@@ -15,7 +15,7 @@ from stub_server import FaultPlan, StubReply, StubServer
 from typer.testing import CliRunner
 
 from teacherforge.agents.llm import Endpoint
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.endpoint_pool import AdaptiveLimit, EndpointPool
 from teacherforge.graph.runner import generate

@@ -15,7 +15,7 @@ from scripted import GoodModel
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 
 PLAN = {"min_user_turns": 1, "max_user_turns": 2, "hard_negative_rate": 0.2, "multi_source_rate": 0}
 EMAIL = "jane.doe@example.com"
@@ -136,7 +136,7 @@ def test_runs_default_to_the_latest_and_take_several_or_all(forge, tmp_path):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("teacherforge.store.redact") is None, reason="store/redact.py not present"
+    importlib.util.find_spec("teacherforge.retrieval.redact") is None, reason="retrieval/redact.py not present"
 )
 def test_redact_pii_masks_a_planted_email_in_every_format(forge, tmp_path):
     db, run_id, _ = forge

@@ -14,7 +14,7 @@ from scripted import GoodModel
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 
 datasets = pytest.importorskip("datasets")
 PLAN = {"min_user_turns": 1, "max_user_turns": 3, "hard_negative_rate": 0.2, "multi_source_rate": 0}
@@ -103,7 +103,7 @@ def test_hf_export_loads_from_disk_and_as_parquet_with_typed_features(exports, t
 
 def test_hf_declares_types_even_when_a_column_is_empty_everywhere(tmp_path):
     """No thoughts, no scores, no documents anywhere: inference would type these columns null."""
-    from teacherforge.store.export_hf import write_hf
+    from teacherforge.dataset.export_hf import write_hf
 
     bare = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
             "metadata": {"sample_id": "s1", "split": "train", "source_chunk_ids": [], "source_documents": [],
@@ -183,8 +183,8 @@ def test_alpaca_flattens_earlier_exchanges_into_history(exports):
 
 
 def test_the_student_uses_the_exported_split(exports):
-    from teacherforge.graph.student.data import load_records
-    from teacherforge.graph.student.split import split_by_document
+    from teacherforge.student.data import load_records
+    from teacherforge.student.split import split_by_document
 
     records = load_records(exports["single"])
     split = split_by_document(records, heldout_share=0.5, seed=1)
@@ -208,7 +208,7 @@ def gemma_tokenizer():
     """The bundled Gemma 3 270M tokenizer with the Gemma chat template the student trains with."""
     pytest.importorskip("transformers")
     pytest.importorskip("trl")
-    from teacherforge.graph.student import base_model
+    from teacherforge.student import base_model
 
     converted = base_model.converted_dir()
     if (converted / "tokenizer_config.json").exists():

@@ -1,4 +1,4 @@
-"""The split by source document (store/splits.py): no document on two sides, deterministic, and
+"""The split by source document (dataset/splits.py): no document on two sides, deterministic, and
 honest about what it costs."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from teacherforge.store.splits import SplitError, apportion, assign_splits, parse_ratios
+from teacherforge.dataset.splits import SplitError, apportion, assign_splits, parse_ratios
 
 
 def topic_corpus(n_records: int, n_docs: int, seed: int = 1) -> list[frozenset[str]]:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from teacherforge.agents.llm import Endpoint, LLMCallFailed, RetryPolicy, SamplingParams, StructuredLLM
 from teacherforge.agents.schemas import UserMessage
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.lineage import resume_jobs
 from teacherforge.graph.runner import generate

@@ -1,6 +1,6 @@
 """``run --from-eval``: the held-out questions the student failed seed the next round.
 
-The eval is recorded with the real payload builder (graph/student/scoring.py) on stub-generated
+The eval is recorded with the real payload builder (student/scoring.py) on stub-generated
 conversations, so no training is needed here; test_student_loop.py covers a real eval.
 """
 
@@ -17,15 +17,15 @@ from stub_server import StubServer
 from typer.testing import CliRunner
 
 from teacherforge.agents.planner import PlanSeed, PlanSettings, plan_sample, plan_seeded
-from teacherforge.graph.cli import app
-from teacherforge.graph.student.feedback import HARDER, SEEDED_SAMPLES_SQL
-from teacherforge.graph.student.items import build_items
-from teacherforge.graph.student.scoring import item_payload, score_rows
+from teacherforge.cli.app import app
+from teacherforge.dataset.export import openai_record
+from teacherforge.graph.feedback import HARDER, SEEDED_SAMPLES_SQL
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
-from teacherforge.store.export import openai_record
 from teacherforge.store.projection import fold_run
 from teacherforge.store.views import create_views
+from teacherforge.student.items import build_items
+from teacherforge.student.scoring import item_payload, score_rows
 
 CATEGORIES = ["admissions", "fees", "housing", "scholarships"]
 SYSTEMS = ("teacher", "student_base", "student_tuned")
@@ -87,7 +87,7 @@ def evaluated(ingested_template, tmp_path_factory):
     con = connect(db)
     create_views(con)
     records = [openai_record(v, "field") for v in fold_run(con, summary.run_id) if v.status == "accepted"]
-    from teacherforge.graph.student.data import Record
+    from teacherforge.student.data import Record
 
     records = [Record(messages=r["messages"], metadata=r["metadata"]) for r in records]
     eval_id = "eval-test-0001"

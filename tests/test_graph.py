@@ -9,8 +9,8 @@ from conftest import query, run_generation
 from scripted import REFUSAL, GoodModel, failing_critique, http_error
 from stub_server import StubServer
 
+from teacherforge.dataset.export import openai_record
 from teacherforge.store.database import connect
-from teacherforge.store.export import openai_record
 from teacherforge.store.projection import fold, load_events
 
 ONE_TURN_STANDARD = {

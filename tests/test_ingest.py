@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from conftest import EXAMPLES, query
 
-from teacherforge.graph.ingest import ingest
-from teacherforge.store.chunking import chunk_document
+from teacherforge.retrieval.chunking import chunk_document
+from teacherforge.retrieval.documents import Document, load_path
+from teacherforge.retrieval.ingest import ingest
 from teacherforge.store.database import connect
-from teacherforge.store.documents import Document, load_path
 from teacherforge.store.events import EventLog
 
 
@@ -27,9 +27,9 @@ def test_chunks_respect_size_overlap_and_sentences():
 
 def test_chunks_never_cross_sections_and_carry_their_path():
     text = "# Fees\n\nTuition is due.\n\n## Refunds\n\nRefunds take 21 days.\n"
-    from teacherforge.store.documents import _markdown_sections
+    from teacherforge.retrieval.documents import markdown_sections
 
-    chunks = chunk_document(doc(text, _markdown_sections(text)))
+    chunks = chunk_document(doc(text, markdown_sections(text)))
     assert [c.section for c in chunks] == ["Fees", "Fees > Refunds"]
     assert "Refunds take" not in chunks[0].text
 

@@ -12,13 +12,13 @@ from scripted import SOURCE
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from evals.injection_eval import CANARY, ChatRecord, obedient_model, obeyed
 from teacherforge.agents.planner import PlanSettings, plan_sample
 from teacherforge.agents.rules import check_conversation
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
+from teacherforge.evals.injection_eval import CANARY, ChatRecord, obedient_model, obeyed
 from teacherforge.prompts import PromptLibrary
-from teacherforge.store.chunking import chunk_document
-from teacherforge.store.documents import load_path
+from teacherforge.retrieval.chunking import chunk_document
+from teacherforge.retrieval.documents import load_path
 
 CORPUS = Path(__file__).parent / "data" / "injection"
 OPEN_TAG = re.compile(r'^<source id="[^"\n]*" document="[^"\n]*"(?: section="[^"\n]*")?>$')

@@ -16,7 +16,7 @@ from scripted import GoodModel
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 from teacherforge.store.database import connect
 from teacherforge.store.verify import verify
 
@@ -39,7 +39,7 @@ def start_run(db, url, tmp_path, *extra: str) -> tuple[subprocess.Popen, object]
     stderr = open(tmp_path / "stderr.log", "w")  # noqa: SIM115 - closed by the caller via proc.wait
     args = ["run", "--n", str(N), "--db", str(db), "--llm-url", url, "--config", str(config), *extra]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "teacherforge.graph.cli", *args],
+        [sys.executable, "-m", "teacherforge.cli.app", *args],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,

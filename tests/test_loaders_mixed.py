@@ -13,11 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from teacherforge.graph import ingest as ingest_module
+from teacherforge.retrieval import ingest as ingest_module
+from teacherforge.retrieval.documents import load_path
+from teacherforge.retrieval.index import load_chunks
 from teacherforge.store.database import connect
-from teacherforge.store.documents import load_path
 from teacherforge.store.events import EventLog
-from teacherforge.store.index import load_chunks
 
 
 class HashEmbedder:

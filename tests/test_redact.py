@@ -6,7 +6,7 @@ import copy
 import json
 from pathlib import Path
 
-from teacherforge.store.redact import KINDS, find_pii, iban_ok, luhn_ok, redact_messages, redact_text
+from teacherforge.retrieval.redact import KINDS, find_pii, iban_ok, luhn_ok, redact_messages, redact_text
 
 LABELLED = Path(__file__).parent / "data" / "pii_labelled.jsonl"
 # Measured on tests/data/pii_labelled.jsonl (docs/reliability.md): precision 44/45, recall 44/46.

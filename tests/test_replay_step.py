@@ -9,7 +9,7 @@ from scripted import GoodModel, failing_critique
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from scripted import GoodModel, failing_critique
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 
 runner = CliRunner()
 PLAN = {"hard_negative_rate": 0.3, "multi_source_rate": 0.3, "min_user_turns": 2, "max_user_turns": 2}
@@ -230,8 +230,8 @@ def test_unknown_run_is_one_line(reported, tmp_path):
 
 
 def test_baseline_url_run_means_the_runs_own_generator_endpoint(reported):
-    from teacherforge.graph.report_baseline import resolve_endpoint
-    from teacherforge.graph.report_data import collect
+    from teacherforge.dataset.report_baseline import resolve_endpoint
+    from teacherforge.dataset.report_data import collect
     from teacherforge.store.database import connect
 
     con = connect(reported["db"], read_only=True)

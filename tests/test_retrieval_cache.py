@@ -7,9 +7,9 @@ import functools
 import pytest
 from test_loaders_mixed import HashEmbedder
 
-from teacherforge.graph import ingest as ingest_module
+from teacherforge.retrieval import ingest as ingest_module
+from teacherforge.retrieval.embed_cache import CachedEmbedder
 from teacherforge.store.database import connect
-from teacherforge.store.embed_cache import CachedEmbedder
 from teacherforge.store.events import EventLog
 
 SECTIONS = [
@@ -95,9 +95,9 @@ def test_an_interrupted_ingest_resumes_from_the_cache(setup, monkeypatch):
 def test_bm25_index_is_stored_at_ingest_and_matches_a_fresh_build(setup):
     import numpy as np
 
-    from teacherforge.store import bm25_index
-    from teacherforge.store.index import load_chunks
-    from teacherforge.store.retriever import InMemoryRetriever
+    from teacherforge.retrieval import bm25_index
+    from teacherforge.retrieval.index import load_chunks
+    from teacherforge.retrieval.retriever import InMemoryRetriever
 
     folder, con, log, embedder = setup
     ingest_module.ingest(con, log, [folder])

@@ -15,11 +15,11 @@ import uuid
 import numpy as np
 import pytest
 
+from teacherforge.retrieval.embedder import load_embedder
+from teacherforge.retrieval.index import load_chunks
+from teacherforge.retrieval.retriever import InMemoryRetriever
+from teacherforge.retrieval.weaviate_client import WeaviateSettings
 from teacherforge.store.database import connect
-from teacherforge.store.embedder import load_embedder
-from teacherforge.store.index import load_chunks
-from teacherforge.store.retriever import InMemoryRetriever
-from teacherforge.store.weaviate_client import WeaviateSettings
 
 TUITION_Q = "How much is full-time tuition per semester for an international undergraduate?"
 BACKENDS = ["duckdb", "weaviate-fake", "weaviate-live"]
@@ -42,8 +42,8 @@ def table(index_db):
 
 
 def _weaviate(index_db, settings):
-    from teacherforge.store.weaviate_mirror import WeaviateRetriever, sync_to_weaviate
-    from teacherforge.store.weaviate_store import WeaviateChunkStore, connect_weaviate
+    from teacherforge.retrieval.weaviate_mirror import WeaviateRetriever, sync_to_weaviate
+    from teacherforge.retrieval.weaviate_store import WeaviateChunkStore, connect_weaviate
 
     client = connect_weaviate(settings)
     store = WeaviateChunkStore(client, settings)

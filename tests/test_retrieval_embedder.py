@@ -11,7 +11,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from teacherforge.store.embedder import EmbedderUnavailable, load_embedder
+from teacherforge.retrieval.embedder import EmbedderUnavailable, load_embedder
 
 SENTENCES = [
     "Tuition for an international undergraduate is $14,700 per semester.",

@@ -1,4 +1,4 @@
-"""Hybrid fusion maths (store/fusion.py) and the labelled-set guarantee that hybrid is never worse."""
+"""Hybrid fusion maths (retrieval/fusion.py) and the labelled-set guarantee that hybrid is never worse."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from teacherforge.retrieval.embedder import load_embedder
+from teacherforge.retrieval.fusion import fuse, relative_score, rrf
+from teacherforge.retrieval.index import load_chunks
+from teacherforge.retrieval.retriever import InMemoryRetriever
 from teacherforge.store.database import connect
-from teacherforge.store.embedder import load_embedder
-from teacherforge.store.fusion import fuse, relative_score, rrf
-from teacherforge.store.index import load_chunks
-from teacherforge.store.retriever import InMemoryRetriever
 
 DENSE = np.array([0.9, 0.5, 0.1, 0.7])
 SPARSE = np.array([0.0, 4.0, 2.0, 1.0])
@@ -44,7 +44,7 @@ def test_weighted_rrf_and_bm25_non_matches_get_no_vote():
 def test_hybrid_beats_or_equals_each_single_method_on_the_labelled_set(ingested_template):
     if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) leaves the repo root off the path
         sys.path.insert(0, str(ROOT))
-    from evals.retrieval_eval import evaluate, load_questions
+    from teacherforge.evals.retrieval_eval import evaluate, load_questions
 
     con = connect(ingested_template, read_only=True)
     table = load_chunks(con)

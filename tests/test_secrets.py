@@ -15,7 +15,7 @@ from scripted import GoodModel
 from stub_server import FaultPlan, StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 
 runner = CliRunner()
 MODEL = f"stub-model-canary-{uuid.uuid4().hex[:8]}"  # stored in every llm.call: proves the byte scan can see

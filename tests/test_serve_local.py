@@ -18,10 +18,10 @@ import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
-from teacherforge.graph.serve import local
-from teacherforge.graph.serve.compat import grammar_text
-from teacherforge.graph.serve.local import LocalServer, LocalServerError, bundled_teacher_gguf
-from teacherforge.graph.serve.protocol import (
+from teacherforge.serve import local
+from teacherforge.serve.compat import grammar_text
+from teacherforge.serve.local import LocalServer, LocalServerError, bundled_teacher_gguf
+from teacherforge.serve.protocol import (
     ChatRequest,
     RequestError,
     bounded_ints_as_enums,
@@ -31,7 +31,7 @@ from teacherforge.graph.serve.protocol import (
     sse_chunks,
     tighten_string_chars,
 )
-from teacherforge.graph.serve.vllm import DEFAULT_MODEL, VllmCommand, VllmNotInstalledError, require_vllm
+from teacherforge.serve.vllm import DEFAULT_MODEL, VllmCommand, VllmNotInstalledError, require_vllm
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -246,7 +246,7 @@ def test_parent_death_stops_the_server(tmp_path) -> None:  # type: ignore[no-unt
     pytest.importorskip("llama_cpp")
     pid_file = tmp_path / "pid"
     script = (
-        "import time\nfrom teacherforge.graph.serve.local import LocalServer\n"
+        "import time\nfrom teacherforge.serve.local import LocalServer\n"
         "s = LocalServer(threads=1).start()\n"
         f"open({str(pid_file)!r}, 'w').write(str(s.pid))\ntime.sleep(600)\n"
     )

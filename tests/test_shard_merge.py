@@ -12,11 +12,11 @@ from scripted import GoodModel
 from stub_server import StubServer
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 from teacherforge.graph.config import ConfigError, RunConfig
-from teacherforge.graph.merge import MergeError, merge
 from teacherforge.graph.shard import Shard, parse_shard, plan_hash, shard_jobs, shared_run_id
 from teacherforge.store.database import connect
+from teacherforge.store.merge import MergeError, merge
 from teacherforge.store.verify import verify
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
 from teacherforge.store.snapshot import SnapshotPublisher, snapshot_path

@@ -9,7 +9,7 @@ import duckdb
 from conftest import query
 from typer.testing import CliRunner
 
-from teacherforge.graph.cli import app
+from teacherforge.cli.app import app
 
 runner = CliRunner()
 QUERY = "select chunk_id, document, start_char from chunks order by chunk_id limit 5"

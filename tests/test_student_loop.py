@@ -19,8 +19,8 @@ from scripted import GoodModel, user_text
 from stub_server import StubServer
 from typer.testing import CliRunner
 
+from teacherforge.dataset.export import openai_record
 from teacherforge.store.database import connect
-from teacherforge.store.export import openai_record
 from teacherforge.store.projection import fold_run
 
 pytestmark = pytest.mark.slow
@@ -50,8 +50,8 @@ def judge_reply(body: dict, n: int) -> dict:
 @pytest.fixture(scope="module")
 def trained(ingested_template, tmp_path_factory):
     """Stub-generated conversations, exported, and a 4-step LoRA run on them."""
-    from teacherforge.graph.student.settings import TrainSettings
-    from teacherforge.graph.student.train import train
+    from teacherforge.student.settings import TrainSettings
+    from teacherforge.student.train import train
 
     root = tmp_path_factory.mktemp("student")
     db = root / "forge.duckdb"
@@ -71,7 +71,7 @@ def trained(ingested_template, tmp_path_factory):
 
 
 def test_tiny_training_lowers_heldout_perplexity_and_writes_a_loadable_adapter(trained):
-    from teacherforge.graph.student import base_model
+    from teacherforge.student import base_model
 
     _, _, adapter, result = trained
     assert result.steps == 4 and result.heldout_records >= 1
@@ -84,8 +84,8 @@ def test_tiny_training_lowers_heldout_perplexity_and_writes_a_loadable_adapter(t
 
 
 def test_eval_produces_every_metric_as_events_and_feeds_failures_back(trained, tmp_path):
-    from teacherforge.graph.cli_student import register
-    from teacherforge.graph.student.feedback import seeds_from_eval
+    from teacherforge.cli.student import register
+    from teacherforge.graph.feedback import seeds_from_eval
 
     db, data, adapter, _ = trained
     app = typer.Typer()

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from teacherforge.agents import judge
-from teacherforge.graph.student import metrics
-from teacherforge.graph.student.data import Record, load_records, training_messages
-from teacherforge.graph.student.feedback import FeedbackError, seeds_from_eval
-from teacherforge.graph.student.items import build_items
-from teacherforge.graph.student.settings import SettingsError, TrainSettings, build
-from teacherforge.graph.student.split import record_documents, split_by_document
+from teacherforge.graph.feedback import FeedbackError, seeds_from_eval
 from teacherforge.store.database import connect
 from teacherforge.store.eval_views import create_eval_views
 from teacherforge.store.events import EventLog
+from teacherforge.student import metrics
+from teacherforge.student.data import Record, load_records, training_messages
+from teacherforge.student.items import build_items
+from teacherforge.student.settings import SettingsError, TrainSettings, build
+from teacherforge.student.split import record_documents, split_by_document
 
 
 def rec(sid: str, chunks: list[str], technique: str = "standard", turns: int = 1) -> Record:

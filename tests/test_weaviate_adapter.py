@@ -13,13 +13,13 @@ import pytest
 pytest.importorskip("weaviate", reason="weaviate-client is not installed (pip install -e '.[weaviate]')")
 from test_weaviate_fake import FakeWeaviate
 
-from teacherforge.graph import ingest as ingest_module
-from teacherforge.graph.cli_retrieval import StoreChoiceError, open_retriever, store_settings, summary_lines
+from teacherforge.cli.retrieval import StoreChoiceError, open_retriever, store_settings, summary_lines
+from teacherforge.retrieval import ingest as ingest_module
+from teacherforge.retrieval.weaviate_client import WeaviateSettings, WeaviateStoreError, connect_weaviate
+from teacherforge.retrieval.weaviate_mirror import WeaviateRetriever, stale_documents, sync_to_weaviate
+from teacherforge.retrieval.weaviate_store import WeaviateChunkStore, WeaviateImportError, chunk_uuid
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
-from teacherforge.store.weaviate_client import WeaviateSettings, WeaviateStoreError, connect_weaviate
-from teacherforge.store.weaviate_mirror import WeaviateRetriever, stale_documents, sync_to_weaviate
-from teacherforge.store.weaviate_store import WeaviateChunkStore, WeaviateImportError, chunk_uuid
 
 
 class HashEmbedder:
@@ -192,7 +192,7 @@ def test_cli_store_helpers(corpus, monkeypatch):
         store_settings("weaviate", None)
     with pytest.raises(StoreChoiceError, match="duckdb or weaviate"):
         store_settings("qdrant", "http://x")
-    monkeypatch.setattr("teacherforge.store.embedder.load_embedder", lambda *a: HashEmbedder())
+    monkeypatch.setattr("teacherforge.retrieval.embedder.load_embedder", lambda *a: HashEmbedder())
     with FakeWeaviate() as fake:
         settings = store_settings("weaviate", fake.url, fake.grpc_port)
         store = WeaviateChunkStore(connect_weaviate(settings), settings)

@@ -264,7 +264,7 @@ def _rest_handler(fake: FakeWeaviate):
 
 
 def test_fake_answers_health_on_loopback_only():
-    from teacherforge.store.weaviate_client import _grpc_health
+    from teacherforge.retrieval.weaviate_client import _grpc_health
 
     with FakeWeaviate() as fake:
         assert fake.url.startswith("http://127.0.0.1:")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evals.bench import event_log, pipeline_bench
+from teacherforge.evals.bench import event_log, pipeline_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = (

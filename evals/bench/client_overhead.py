@@ -24,9 +24,9 @@ import httpx
 import openai
 from langchain_openai import ChatOpenAI
 
-from evals.bench.pipeline_bench import stub_process
-from teacherforge.agents.llm import Endpoint, SamplingParams, StructuredLLM, _response_format
+from teacherforge.agents.llm import Endpoint, SamplingParams, StructuredLLM, response_format_for
 from teacherforge.agents.schemas import UserMessage
+from teacherforge.evals.bench.pipeline_bench import stub_process
 from teacherforge.prompts import RenderedPrompt
 
 MESSAGES = [
@@ -52,7 +52,7 @@ async def _measure(send: Callable[[int], Awaitable[object]], calls: int, concurr
 
 
 async def _layers(url: str, calls: int, concurrency: int) -> dict:
-    response_format = _response_format(UserMessage, "json_schema")
+    response_format = response_format_for(UserMessage, "json_schema")
     body = {"extra_body": {"response_format": response_format}}
     out: dict[str, dict] = {}
 

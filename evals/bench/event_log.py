@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from teacherforge.retrieval.index import ensure_index_schema
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
-from teacherforge.store.index import ensure_index_schema
 from teacherforge.store.projection import fold, load_events
 from teacherforge.store.snapshot import SnapshotPublisher
 from teacherforge.store.verify import verify

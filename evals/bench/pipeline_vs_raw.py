@@ -22,9 +22,9 @@ import httpx
 
 from teacherforge.agents.llm import Endpoint
 from teacherforge.graph.config import RunConfig
-from teacherforge.graph.ingest import ingest
 from teacherforge.graph.runner import generate
-from teacherforge.graph.serve.local import LocalServer
+from teacherforge.retrieval.ingest import ingest
+from teacherforge.serve.local import LocalServer
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
 from teacherforge.store.views import create_views

@@ -25,9 +25,9 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from teacherforge.store import bm25_index
-from teacherforge.store.index import ensure_index_schema, load_chunks
-from teacherforge.store.retriever import InMemoryRetriever
+from teacherforge.retrieval import bm25_index
+from teacherforge.retrieval.index import ensure_index_schema, load_chunks
+from teacherforge.retrieval.retriever import InMemoryRetriever
 
 DIM = 384
 VOCAB = 20_000
@@ -149,9 +149,9 @@ def bench(n: int, queries: int, k: int, threads: int) -> dict:
 
 def embed_throughput(names: list[str], corpus: Path) -> list[dict]:
     """Chunks/s of each embedder over the example corpus's real chunks (800 characters, batch 32)."""
-    from teacherforge.store.chunking import chunk_document
-    from teacherforge.store.documents import load_path
-    from teacherforge.store.embedder import EmbedderUnavailable, load_embedder
+    from teacherforge.retrieval.chunking import chunk_document
+    from teacherforge.retrieval.documents import load_path
+    from teacherforge.retrieval.embedder import EmbedderUnavailable, load_embedder
 
     texts = [c.text for f in sorted(corpus.rglob("*.*")) for d in load_path(f) for c in chunk_document(d)]
     out = []

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from teacherforge.graph.serve.local import LocalServer
+from teacherforge.serve.local import LocalServer
 
 _FILLER = (
     "Rivers carry sediment from mountains to the sea, shaping valleys, deltas and floodplains. "

@@ -1,0 +1,168 @@
+"""Which conversations an export takes: runs, status, critic scores, plan fields and dates.
+
+Selection works on the folded samples (``fold_run``), so a filter sees exactly what is exported.
+Samples a dedup pass dropped (``dedup.dropped`` events, dataset/dedup.py) are always left out.
+Each filter counts what it excluded, so the user learns why a dataset came out small. A value that
+matches no sample at all (``--tier edg``) is an error rather than an empty file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+
+import duckdb
+
+from teacherforge.dataset.dedup import dropped_sample_ids
+from teacherforge.store.projection import SampleView, fold_run
+
+STATUSES = ("accepted", "rejected", "all")
+PLAN_FIELDS = ("tier", "technique", "persona", "category")
+
+
+class SelectionError(ValueError):
+    """A filter is malformed or names something the runs do not have; the message says what to pass."""
+
+
+@dataclass
+class ExportFilters:
+    status: str = "accepted"
+    min_score: int | None = None  # every critic dimension at least this
+    min_scores: dict[str, int] = field(default_factory=dict)  # per dimension, e.g. groundedness=5
+    tiers: list[str] = field(default_factory=list)
+    techniques: list[str] = field(default_factory=list)
+    personas: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    since: dt.datetime | None = None  # a sample's last event at or after this (UTC)
+    until: dt.datetime | None = None  # ... and before this
+
+
+@dataclass
+class Selection:
+    views: list[SampleView]
+    run_ids: list[str]
+    considered: int
+    excluded: Counter = field(default_factory=Counter)
+
+
+def parse_min_scores(values: list[str]) -> tuple[int | None, dict[str, int]]:
+    """``["4", "groundedness=5"]`` → (4, {"groundedness": 5})."""
+    overall, per_dimension = None, {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            score = int(number)
+        except ValueError:
+            hint = "give N or DIMENSION=N, e.g. 4 or groundedness=5"
+            raise SelectionError(f"--min-score '{value}': {hint}") from None
+        if name:
+            per_dimension[name.strip()] = score
+        else:
+            overall = score
+    return overall, per_dimension
+
+
+def parse_when(value: str | None, flag: str, end_of_day: bool = False) -> dt.datetime | None:
+    """ISO date or time → naive UTC (the event log's clock). A bare ``--until`` date includes that day."""
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        hint = "give an ISO date or time, e.g. 2026-12-01 or 2026-12-01T14:30"
+        raise SelectionError(f"{flag} '{value}': {hint}") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    if end_of_day and len(value) <= 10:
+        when += dt.timedelta(days=1)
+    return when
+
+
+def resolve_runs(con: duckdb.DuckDBPyConnection, runs: list[str]) -> list[str]:
+    """``[]`` → the latest run; ``["all"]`` → every run; otherwise the ids, each checked to exist."""
+    known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at").fetchall()]
+    if not known:
+        raise SelectionError("the database has no runs; generate with 'teacherforge run' first")
+    if not runs:
+        return known[-1:]
+    if "all" in runs:
+        return known
+    missing = [r for r in runs if r not in known]
+    if missing:
+        raise SelectionError(f"--run {missing[0]}: no such run; 'teacherforge runs' lists them")
+    return list(dict.fromkeys(runs))
+
+
+def plan_value(view: SampleView, name: str) -> str | None:
+    if name == "persona":
+        return (view.plan.get("persona") or {}).get("name")
+    return view.plan.get(name)
+
+
+def select_records(
+    con: duckdb.DuckDBPyConnection, run_ids: list[str], filters: ExportFilters | None = None
+) -> Selection:
+    """The folded samples of ``run_ids`` (with at least one turn) that pass ``filters``, in sample order."""
+    filters = filters or ExportFilters()
+    if filters.status not in STATUSES:
+        raise SelectionError(f"--status must be accepted, rejected or all (got '{filters.status}')")
+    views = [v for run_id in run_ids for v in fold_run(con, run_id) if v.turns]
+    _check_values(views, filters)
+    duplicates = set().union(*(dropped_sample_ids(con, run_id) for run_id in run_ids))
+    last_seen = _last_event_times(con, run_ids) if filters.since or filters.until else {}
+    selection = Selection(views=[], run_ids=run_ids, considered=len(views))
+    for view in views:
+        reason = "dedup" if view.sample_id in duplicates else None
+        reason = reason or _excluded_by(view, filters, last_seen.get(view.sample_id))
+        if reason:
+            selection.excluded[reason] += 1
+        else:
+            selection.views.append(view)
+    return selection
+
+
+def _excluded_by(view: SampleView, f: ExportFilters, last_seen: dt.datetime | None) -> str | None:
+    if f.status != "all" and view.status != f.status:
+        return "status"
+    wanted = {"tier": f.tiers, "technique": f.techniques, "persona": f.personas, "category": f.categories}
+    for name, values in wanted.items():
+        if values and plan_value(view, name) not in values:
+            return name
+    if f.min_score is not None or f.min_scores:
+        scores = view.last_scores or {}
+        if not scores:
+            return "min-score"
+        if f.min_score is not None and min(scores.values()) < f.min_score:
+            return "min-score"
+        if any(scores.get(name, 0) < score for name, score in f.min_scores.items()):
+            return "min-score"
+    if f.since and (last_seen is None or last_seen < f.since):
+        return "since"
+    if f.until and (last_seen is None or last_seen >= f.until):
+        return "until"
+    return None
+
+
+def _check_values(views: list[SampleView], f: ExportFilters) -> None:
+    wanted = {"tier": f.tiers, "technique": f.techniques, "persona": f.personas, "category": f.categories}
+    for name, values in wanted.items():
+        known = {plan_value(v, name) for v in views} - {None}
+        for value in values:
+            if value not in known:
+                have = ", ".join(sorted(known)) or "none"
+                raise SelectionError(f"--{name} '{value}' matches no sample of the run(s) (they have {have})")
+    dimensions = {k for v in views for k in (v.last_scores or {})}
+    for name in f.min_scores:
+        if dimensions and name not in dimensions:
+            have = ", ".join(sorted(dimensions))
+            raise SelectionError(f"--min-score {name}=…: no such critic score (there are {have})")
+
+
+def _last_event_times(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dict[str, dt.datetime]:
+    rows = con.execute(
+        "SELECT sample_id, max(ts) FROM events WHERE run_id IN (SELECT unnest(?)) AND sample_id IS NOT NULL "
+        "GROUP BY 1",
+        [run_ids],
+    ).fetchall()
+    return dict(rows)
