@@ -4,6 +4,7 @@ Why: embedding is the slow part of ingest (~20 chunks/s on two busy cores). A ch
 keeps its sentences, the same boilerplate recurs across files, and an interrupted ingest should
 resume where it stopped; none of those texts should be embedded twice. Entries no chunk uses any
 more are pruned at the end of each completed ingest, so the cache stays the size of the index.
+The table and its SQL are in store/embedding_cache_table.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import duckdb
 import numpy as np
 
 from teacherforge.retrieval.embedder import Embedder
+from teacherforge.store import embedding_cache_table
 
 Progress = Callable[[int], None]
 
@@ -23,16 +25,6 @@ Progress = Callable[[int], None]
 def text_hash(text: str) -> str:
     """sha256 hex of the UTF-8 text; DuckDB's ``sha256(text)`` gives the same string."""
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def ensure_cache_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """
-        CREATE TABLE IF NOT EXISTS embedding_cache (
-            model VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, embedding FLOAT[] NOT NULL,
-            PRIMARY KEY (model, text_hash)
-        )"""
-    )
 
 
 class CachedEmbedder:
@@ -46,18 +38,11 @@ class CachedEmbedder:
         self.hits = 0
         self.misses = 0
         self._con = con
-        ensure_cache_schema(con)
+        embedding_cache_table.ensure_embedding_cache(con)
 
     def lookup(self, hashes: list[str]) -> dict[str, np.ndarray]:
-        if not hashes:
-            return {}
-        sql = (
-            "SELECT text_hash, embedding FROM embedding_cache "
-            "WHERE model = ? AND text_hash IN (SELECT unnest(?::VARCHAR[]))"
-        )
-        cols = self._con.execute(sql, [self.model_id, sorted(set(hashes))]).fetchnumpy()
-        pairs = zip(cols["text_hash"].tolist(), cols["embedding"], strict=True)
-        return {h: np.asarray(v, dtype=np.float32) for h, v in pairs}
+        """Text hash -> cached vector, for the hashes this model has a vector for."""
+        return embedding_cache_table.cached_vectors(self._con, self.model_id, hashes)
 
     def count_missing(self, texts: list[str]) -> int:
         """How many of these texts would have to be embedded (for a progress bar's total)."""
@@ -87,21 +72,4 @@ class CachedEmbedder:
         return np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)
 
     def _store(self, hashes: list[str], vectors: np.ndarray) -> None:
-        self._con.executemany(
-            "INSERT OR IGNORE INTO embedding_cache VALUES (?, ?, ?)",
-            [[self.model_id, h, v.tolist()] for h, v in zip(hashes, vectors, strict=True)],
-        )
-
-
-def prune_cache(con: duckdb.DuckDBPyConnection) -> int:
-    """Drop entries that no indexed chunk uses (by the embedder recorded for its document)."""
-    ensure_cache_schema(con)
-    before = con.execute("SELECT count(*) FROM embedding_cache").fetchone()[0]
-    con.execute(
-        """
-        DELETE FROM embedding_cache e WHERE NOT EXISTS (
-            SELECT 1 FROM chunks c JOIN documents d ON d.path = c.document
-            WHERE d.embedder = e.model AND sha256(c.text) = e.text_hash
-        )"""
-    )
-    return before - con.execute("SELECT count(*) FROM embedding_cache").fetchone()[0]
+        embedding_cache_table.store_vectors(self._con, self.model_id, hashes, vectors)

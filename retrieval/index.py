@@ -1,14 +1,14 @@
-"""The chunk index tables (``documents``, ``chunks``) in the same DuckDB file as the event log.
+"""The chunk index: documents and their chunks into the DuckDB tables, and all chunks back into memory.
 
-Documents are keyed by path (a JSONL record by ``path#id``): that key is the document id. An
-unchanged file (same content hash and embedder) is left alone, a changed one has its chunks
-replaced. Each chunk keeps its embedding in a FLOAT[dim] array column, its section path, its
-character span and, for PDFs, its page.
+The tables (``documents``, ``chunks``) live in the same DuckDB file as the event log; their SQL is
+in store/chunk_tables.py. Documents are keyed by path (a JSONL record by ``path#id``): that key is
+the document id. An unchanged file (same content hash and embedder) is left alone, a changed one
+has its chunks replaced. Each chunk keeps its embedding in a FLOAT[dim] array column, its section
+path, its character span and, for PDFs, its page.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,69 +18,25 @@ import numpy as np
 from teacherforge.retrieval import bm25_index
 from teacherforge.retrieval.chunking import Chunk
 from teacherforge.retrieval.documents import Document
-
-CHUNK_COLUMNS = "chunk_id, document, category, section, start_char, end_char, text, embedding, page"
+from teacherforge.store import chunk_tables
+from teacherforge.store.chunk_tables import ChunkRow
+from teacherforge.store.table_info import has_table
 
 
 def ensure_index_schema(con: duckdb.DuckDBPyConnection, dim: int) -> None:
-    con.execute(
-        """
-        CREATE TABLE IF NOT EXISTS documents (
-            path VARCHAR PRIMARY KEY, content_hash VARCHAR NOT NULL, title VARCHAR,
-            category VARCHAR, n_chunks INTEGER, embedder VARCHAR, ingested_at TIMESTAMP
-        )"""
-    )
-    con.execute(
-        f"""
-        CREATE TABLE IF NOT EXISTS chunks (
-            chunk_id VARCHAR PRIMARY KEY, document VARCHAR NOT NULL, category VARCHAR, section VARCHAR,
-            start_char INTEGER, end_char INTEGER, text VARCHAR NOT NULL, embedding FLOAT[{dim}]
-        )"""
-    )
-    # Added after the first release: files ingested before it get the column, NULL for old rows.
-    con.execute("ALTER TABLE chunks ADD COLUMN IF NOT EXISTS page INTEGER")
-
-
-def document_state(con: duckdb.DuckDBPyConnection, path: str) -> tuple[str, str] | None:
-    """(content hash, embedder) stored for a path, or None if never ingested."""
-    rows = con.execute("SELECT content_hash, embedder FROM documents WHERE path = ?", [path]).fetchall()
-    return (rows[0][0], rows[0][1]) if rows else None
+    """Create the ``documents`` and ``chunks`` tables for embeddings of ``dim`` floats, if missing."""
+    chunk_tables.ensure_chunk_tables(con, dim)
 
 
 def replace_document(
     con: duckdb.DuckDBPyConnection, doc: Document, chunks: list[Chunk], vectors: np.ndarray, embedder: str
 ) -> None:
     """Swap a document's chunks atomically."""
-    con.execute("BEGIN")
-    try:
-        con.execute("DELETE FROM chunks WHERE document = ?", [doc.path])
-        con.execute("DELETE FROM documents WHERE path = ?", [doc.path])
-        con.execute(
-            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [doc.path, doc.content_hash, doc.title, doc.category, len(chunks), embedder, dt.datetime.now()],
-        )
-        if chunks:
-            con.executemany(
-                f"INSERT INTO chunks ({CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    [
-                        c.chunk_id,
-                        c.document,
-                        c.category,
-                        c.section,
-                        c.start,
-                        c.end,
-                        c.text,
-                        v.tolist(),
-                        c.page,
-                    ]
-                    for c, v in zip(chunks, vectors, strict=True)
-                ],
-            )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    rows = [
+        ChunkRow(c.chunk_id, c.document, c.category, c.section, c.start, c.end, c.text, v.tolist(), c.page)
+        for c, v in zip(chunks, vectors, strict=True)
+    ]
+    chunk_tables.replace_document(con, doc.path, doc.content_hash, doc.title, doc.category, embedder, rows)
 
 
 @dataclass
@@ -112,26 +68,12 @@ class ChunkTable:
         }
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()
-    return bool(rows)
-
-
-def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
-    sql = "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = ?"
-    return bool(con.execute(sql, [table, column]).fetchall())
-
-
 def load_chunks(con: duckdb.DuckDBPyConnection) -> ChunkTable:
     """Read every chunk; columns come back as numpy arrays (100k rows in ~0.5 s, fetchall takes ~20 s)."""
-    if not _has_table(con, "chunks"):
+    if not has_table(con, "chunks"):
         return ChunkTable([], [], [], [], [], np.zeros((0, 0), dtype=np.float32), None, [], [])
-    page = "page" if _has_column(con, "chunks", "page") else "NULL::INTEGER AS page"
-    cols = con.execute(
-        "SELECT chunk_id, document, category, coalesce(section, '') AS section, text, embedding, "
-        f"{page}, start_char, end_char FROM chunks ORDER BY chunk_id"
-    ).fetchnumpy()
-    embedders = [r[0] for r in con.execute("SELECT DISTINCT embedder FROM documents").fetchall()]
+    cols = chunk_tables.chunk_columns(con)
+    embedders = chunk_tables.document_embedders(con)
     n = len(cols["chunk_id"])
     ids = cols["chunk_id"].tolist()
     matrix = np.stack(cols["embedding"]).astype(np.float32, copy=False) if n else np.zeros((0, 0), np.float32)
@@ -155,9 +97,9 @@ class IndexStateError(Exception):
 
 def index_embedder(con: duckdb.DuckDBPyConnection) -> str:
     """The one embedder every indexed document was embedded with (queries must use the same)."""
-    if not _has_table(con, "documents"):
+    if not has_table(con, "documents"):
         raise IndexStateError("the database has no chunks; run 'teacherforge ingest DOCS --db DB' first")
-    names = [r[0] for r in con.execute("SELECT DISTINCT embedder FROM documents").fetchall()]
+    names = chunk_tables.document_embedders(con)
     if not names:
         raise IndexStateError("the database has no chunks; run 'teacherforge ingest DOCS --db DB' first")
     if len(names) > 1:

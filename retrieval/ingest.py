@@ -22,10 +22,12 @@ import duckdb
 from teacherforge.retrieval import bm25_index, index
 from teacherforge.retrieval.chunking import Chunk, chunk_document
 from teacherforge.retrieval.documents import MAX_FILE_BYTES, Document, SkipDocument, load_path
-from teacherforge.retrieval.embed_cache import CachedEmbedder, prune_cache
+from teacherforge.retrieval.embed_cache import CachedEmbedder
 from teacherforge.retrieval.embedder import load_embedder
 from teacherforge.retrieval.redact import redact_document
+from teacherforge.store import chunk_tables
 from teacherforge.store.database import connect
+from teacherforge.store.embedding_cache_table import prune_embedding_cache
 from teacherforge.store.events import EventLog
 from teacherforge.store.views import create_views
 
@@ -95,11 +97,8 @@ def _skip(log: EventLog, summary: IngestSummary, path: str, reason: str, **extra
 
 def _duplicate_in_index(con: duckdb.DuckDBPyConnection, doc: Document) -> str | None:
     """Another indexed document with the same text whose file still exists (a renamed file is not one)."""
-    rows = con.execute(
-        "SELECT path FROM documents WHERE content_hash = ? AND path <> ? ORDER BY path",
-        [doc.content_hash, doc.path],
-    ).fetchall()
-    return next((r[0] for r in rows if Path(r[0].split("#", 1)[0]).exists()), None)
+    paths = chunk_tables.paths_with_content(con, doc.content_hash, other_than=doc.path)
+    return next((p for p in paths if Path(p.split("#", 1)[0]).exists()), None)
 
 
 def _plan(
@@ -139,7 +138,7 @@ def _plan(
             first = seen_text.setdefault(doc.content_hash, doc.path)
             duplicate_of = first if first != doc.path else None
             doc.category = _category(doc, file, roots, opts["category_from"])
-            state = index.document_state(con, doc.path)
+            state = chunk_tables.document_version(con, doc.path)
             if duplicate_of is None and state == (doc.content_hash, opts["model_id"]):
                 summary.unchanged.append(doc.path)
                 continue
@@ -209,7 +208,7 @@ def ingest(
             },
         )
     summary.embedded = embedder.misses
-    pruned = prune_cache(con) if pending else 0
+    pruned = prune_embedding_cache(con) if pending else 0
     bm25_rebuilt = bm25_index.refresh(con)
     log.append(
         summary.ingest_id,

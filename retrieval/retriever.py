@@ -85,6 +85,13 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"search mode must be one of {', '.join(SEARCH_MODES)} (got '{mode}')")
 
 
+def can_search(mode: str, k: int, size: int) -> bool:
+    """The checks every backend makes before a search, so all answer alike: an unknown mode is an
+    error (``ValueError``); ``k < 1`` or an empty index (``size`` chunks) has nothing to return."""
+    check_mode(mode)
+    return k >= 1 and size > 0
+
+
 class InMemoryRetriever:
     """Default retriever, built from the DuckDB chunk table."""
 
@@ -143,8 +150,7 @@ class InMemoryRetriever:
         category: str | None = None,
         exclude_documents: set[str] | None = None,
     ) -> list[ScoredChunk]:
-        check_mode(mode)
-        if not self.table.ids or k < 1:
+        if not can_search(mode, k, self.count()):
             return []
         mask = self._mask(category, exclude_documents)
         if mode == "vector":

@@ -5,11 +5,11 @@ chunk text), and Weaviate is a search index mirrored from it. A ``weaviate_mirro
 same file remembers which version (content hash, embedder) of each document was pushed to which
 target (URL + collection), so a sync pushes only changed documents and removes deleted ones; if the
 collection had to be created (new or wiped server), that memory is cleared and everything is pushed.
+That table and its SQL are in store/weaviate_mirror_table.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,8 +17,11 @@ import duckdb
 import numpy as np
 
 from teacherforge.retrieval.embedder import Embedder, QueryVectors
-from teacherforge.retrieval.retriever import ScoredChunk, SearchMode, check_mode
+from teacherforge.retrieval.retriever import ScoredChunk, SearchMode, can_search
 from teacherforge.retrieval.weaviate_store import WeaviateChunkStore, WeaviateStoreError
+from teacherforge.store import chunk_tables
+from teacherforge.store import weaviate_mirror_table as mirror_table
+from teacherforge.store.table_info import has_table
 
 ROW_COLUMNS = ["chunk_id", "document", "category", "section", "text", "page", "start_char", "end_char"]
 
@@ -33,26 +36,9 @@ class SyncReport:
     created: bool = False
 
 
-def ensure_mirror_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """
-        CREATE TABLE IF NOT EXISTS weaviate_mirror (
-            target VARCHAR NOT NULL, document VARCHAR NOT NULL, content_hash VARCHAR, embedder VARCHAR,
-            n_chunks INTEGER, pushed_at TIMESTAMP, PRIMARY KEY (target, document)
-        )"""
-    )
-
-
-def _state(con: duckdb.DuckDBPyConnection, sql: str, *args: object) -> dict[str, tuple[str, str]]:
-    return {r[0]: (r[1], r[2]) for r in con.execute(sql, list(args)).fetchall()}
-
-
 def document_rows(con: duckdb.DuckDBPyConnection, document: str) -> tuple[list[dict], np.ndarray]:
     """A document's chunks as Weaviate properties, plus their vectors (row-aligned)."""
-    cols = con.execute(
-        f"SELECT {', '.join(ROW_COLUMNS)}, embedding FROM chunks WHERE document = ? ORDER BY chunk_id",
-        [document],
-    ).fetchnumpy()
+    cols = chunk_tables.document_chunk_columns(con, document, ROW_COLUMNS)
     n = len(cols["chunk_id"])
     lists = {c: cols[c].tolist() for c in ROW_COLUMNS}
     rows = [{c: lists[c][i] for c in ROW_COLUMNS} for i in range(n)]
@@ -68,18 +54,16 @@ def sync_to_weaviate(
     on_document: Callable[[str, int], None] | None = None,
 ) -> SyncReport:
     """Push every document whose indexed version differs from what the target holds."""
-    ensure_mirror_schema(con)
+    mirror_table.ensure_mirror_table(con)
     target = store.settings.target
     report = SyncReport(target, created=store.ensure_collection())
     if report.created:
-        con.execute("DELETE FROM weaviate_mirror WHERE target = ?", [target])
-    indexed = _state(con, "SELECT path, content_hash, embedder FROM documents")
-    mirrored = _state(
-        con, "SELECT document, content_hash, embedder FROM weaviate_mirror WHERE target = ?", target
-    )
+        mirror_table.forget_target(con, target)
+    indexed = chunk_tables.document_versions(con)
+    mirrored = mirror_table.mirrored_versions(con, target)
     for document in sorted(set(mirrored) - set(indexed)):
         store.delete_document(document)
-        con.execute("DELETE FROM weaviate_mirror WHERE target = ? AND document = ?", [target, document])
+        mirror_table.forget_document(con, target, document)
         report.removed.append(document)
     for document, version in sorted(indexed.items()):
         if mirrored.get(document) == version:
@@ -87,10 +71,7 @@ def sync_to_weaviate(
             continue
         rows, vectors = document_rows(con, document)
         store.replace_document(document, rows, vectors)
-        con.execute(
-            "INSERT OR REPLACE INTO weaviate_mirror VALUES (?, ?, ?, ?, ?, ?)",
-            [target, document, version[0], version[1], len(rows), dt.datetime.now()],
-        )
+        mirror_table.record_push(con, target, document, version, len(rows))
         report.pushed.append(document)
         report.chunks += len(rows)
         if on_document:
@@ -100,15 +81,10 @@ def sync_to_weaviate(
 
 def stale_documents(con: duckdb.DuckDBPyConnection, target: str) -> list[str]:
     """Documents whose indexed version the target does not hold (or holds but should not)."""
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    indexed = (
-        _state(con, "SELECT path, content_hash, embedder FROM documents") if "documents" in tables else {}
-    )
-    if "weaviate_mirror" not in tables:
+    indexed = chunk_tables.document_versions(con) if has_table(con, "documents") else {}
+    if not has_table(con, "weaviate_mirror"):
         return sorted(indexed)
-    mirrored = _state(
-        con, "SELECT document, content_hash, embedder FROM weaviate_mirror WHERE target = ?", target
-    )
+    mirrored = mirror_table.mirrored_versions(con, target)
     return sorted(d for d in set(indexed) | set(mirrored) if indexed.get(d) != mirrored.get(d))
 
 
@@ -132,10 +108,8 @@ class WeaviateRetriever:
                 f"{store.settings.target} is behind the database ({len(stale)} document(s), "
                 f"e.g. {stale[0]}); run 'teacherforge ingest ... --store weaviate' to sync it"
             )
-        sql = "SELECT DISTINCT category FROM chunks WHERE category IS NOT NULL"
-        cats = [r[0] for r in con.execute(sql).fetchall()]
-        count = con.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        return cls(store, embedder, sorted(cats), int(count))
+        cats = chunk_tables.distinct_categories(con)
+        return cls(store, embedder, sorted(cats), chunk_tables.chunk_count(con))
 
     def categories(self) -> list[str]:
         return list(self._categories)
@@ -151,8 +125,7 @@ class WeaviateRetriever:
         category: str | None = None,
         exclude_documents: set[str] | None = None,
     ) -> list[ScoredChunk]:
-        check_mode(mode)
-        if k < 1:
+        if not can_search(mode, k, self._count):
             return []
         vector = None if mode == "bm25" else self._queries.vector(query)
         return self.store.query(query, vector, k, mode, category, exclude_documents)

