@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import aiohttp
+import httpx
 import openai
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
@@ -385,6 +386,31 @@ class StructuredLLM:
             raise _BadReply(record.error) from exc
         record.parsed = parsed.model_dump()
         return record.parsed
+
+
+PROBE_MESSAGES = [{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]
+
+
+def probe_chat(
+    url: str,
+    model: str,
+    response_format: dict[str, Any],
+    api_key: str | None = None,
+    timeout_s: float = 120.0,
+) -> httpx.Response:
+    """Send one tiny chat request with ``response_format`` and return the raw reply, unvalidated.
+
+    Why: before a run, graph/endpoints.py learns which structured-output method the server honours;
+    it judges the status code, this sends the request. Transport errors (``httpx.HTTPError``) propagate.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body = {"model": model, "max_tokens": 16, "temperature": 0, "messages": PROBE_MESSAGES}
+    return httpx.post(
+        f"{url.rstrip('/')}/chat/completions",
+        json={**body, "response_format": response_format},
+        headers=headers,
+        timeout=timeout_s,
+    )
 
 
 @lru_cache(maxsize=128)

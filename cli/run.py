@@ -43,13 +43,13 @@ from teacherforge.graph.shard import (
     keep_shard,
     parse_shard,
     plan_hash,
-    run_exists,
     run_shard,
     shard_jobs,
     shared_run_id,
 )
 from teacherforge.store.db_lock import note_run
 from teacherforge.store.replies import recorded_replies
+from teacherforge.store.run_queries import run_exists
 
 
 @app.command()
@@ -95,8 +95,10 @@ def run(
     ] = None,
     run_id_option: Annotated[
         str | None,
-        typer.Option("--run-id", help="Run id to use; shards of one run share it (default with --shard: "
-                     "derived from the config)."),
+        typer.Option(
+            "--run-id",
+            help="Run id to use; shards of one run share it (default with --shard: derived from the config).",
+        ),
     ] = None,
     adaptive: Annotated[
         bool, typer.Option(help="Adaptive concurrency: AIMD on 429s and latency, --concurrency is the cap.")
@@ -193,8 +195,20 @@ def run(
     try:
         with run_endpoints(cfg, lambda m: err.print(m, highlight=False), keep_server) as (gen, crit):
             summary = _generate_with_progress(
-                con, log, cfg, gen, crit, run_id, jobs, replies, retriever, bool(resume), extra_start,
-                control=control, budget=budget, on_hard_exit=lambda: hard_exit(log, run_id, db),
+                con,
+                log,
+                cfg,
+                gen,
+                crit,
+                run_id,
+                jobs,
+                replies,
+                retriever,
+                bool(resume),
+                extra_start,
+                control=control,
+                budget=budget,
+                on_hard_exit=lambda: hard_exit(log, run_id, db),
             )
     except USER_ERRORS + server_error_types() as exc:
         log.close()
@@ -220,8 +234,20 @@ def run(
 
 
 def _generate_with_progress(
-    con, log, cfg, gen, crit, run_id, jobs=None, replies=None, retriever=None, resumed=None, extra_start=None,
-    control=None, budget=None, on_hard_exit=None,
+    con,
+    log,
+    cfg,
+    gen,
+    crit,
+    run_id,
+    jobs=None,
+    replies=None,
+    retriever=None,
+    resumed=None,
+    extra_start=None,
+    control=None,
+    budget=None,
+    on_hard_exit=None,
 ):
     counts = {"accepted": 0, "rejected": 0, "failed": 0}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]

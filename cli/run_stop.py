@@ -14,6 +14,7 @@ from teacherforge.cli.common import err, fail, out, read_only
 from teacherforge.graph.budget import Budget, dry_run_report
 from teacherforge.graph.config import load_config
 from teacherforge.graph.interrupt import StopControl, exit_now, sigint_stops
+from teacherforge.store.chunk_tables import chunk_categories
 
 EXIT_INTERRUPTED = 130
 
@@ -74,13 +75,7 @@ def dry_run_command(db: Path, config: Path | None, overrides: dict, budget: Budg
     cfg = load_config(config, overrides)
     con = read_only(db)
     try:
-        categories = [
-            r[0]
-            for r in con.execute(
-                "SELECT DISTINCT category FROM chunks WHERE coalesce(category, '') <> '' ORDER BY 1"
-            ).fetchall()
-        ]
-        report = dry_run_report(con, cfg, categories, budget)
+        report = dry_run_report(con, cfg, chunk_categories(con), budget)
     finally:
         con.close()
     if as_json:

@@ -18,6 +18,8 @@ from teacherforge.agents.planner import plan_sample
 from teacherforge.agents.schemas import Plan
 from teacherforge.graph.config import RunConfig
 from teacherforge.prompts import PromptLibrary
+from teacherforge.store.chunk_tables import first_chunks
+from teacherforge.store.run_queries import agent_call_rates, run_tokens_spent
 
 CHARS_PER_TOKEN = 4.0  # a rough English average; recorded averages replace it once a run exists
 # Typical reply sizes in tokens when nothing is recorded yet (schema caps keep replies short).
@@ -98,12 +100,7 @@ class CallMeter:
 
     def load_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         """Start from what a run already spent (for a resume): caps apply to the whole run."""
-        row = con.execute(
-            "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0) FROM llm_calls "
-            "WHERE run_id = ? AND NOT reused",
-            [run_id],
-        ).fetchall()[0]
-        self.tokens_in, self.tokens_out = int(row[0]), int(row[1])
+        self.tokens_in, self.tokens_out = run_tokens_spent(con, run_id)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,27 +129,11 @@ def make_plans(config: RunConfig, categories: list[str], run_id: str = "dry-run"
 
 def recorded_averages(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:
     """Per agent, from earlier runs: calls per sample and mean tokens in/out of successful calls."""
-    rows = con.execute(
-        """
-        SELECT agent, count(*) / count(DISTINCT sample_id) AS per_sample,
-               avg(tokens_in) FILTER (WHERE error IS NULL) AS tin,
-               avg(tokens_out) FILTER (WHERE error IS NULL) AS tout
-        FROM llm_calls WHERE NOT reused AND sample_id IS NOT NULL AND run_id LIKE 'run-%'
-        GROUP BY agent
-        """
-    ).fetchall()
     return {
         agent: {"calls_per_sample": float(per), "tokens_in": float(tin or 0), "tokens_out": float(tout or 0)}
-        for agent, per, tin, tout in rows
+        for agent, per, tin, tout in agent_call_rates(con)
         if tin is not None
     }
-
-
-def _typical_chunks(con: duckdb.DuckDBPyConnection, k: int) -> list[dict[str, Any]]:
-    rows = con.execute(
-        "SELECT chunk_id, document, section, text FROM chunks ORDER BY chunk_id LIMIT ?", [k]
-    ).fetchall()
-    return [{"chunk_id": r[0], "document": r[1], "section": r[2], "text": r[3]} for r in rows]
 
 
 def _prompt_tokens(prompts: PromptLibrary, role: str, **context: Any) -> int:
@@ -163,14 +144,16 @@ def _prompt_tokens(prompts: PromptLibrary, role: str, **context: Any) -> int:
 def _history(turns: int) -> list[dict[str, str]]:
     """Stand-in turns of typical length (a question, then an answer citing a source)."""
     user, assistant = "q " * 60, "a " * 300
-    return [{"role": "user" if i % 2 == 0 else "assistant", "content": user if i % 2 == 0 else assistant}
-            for i in range(turns)]
+    return [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": user if i % 2 == 0 else assistant}
+        for i in range(turns)
+    ]
 
 
 def static_estimate(con: duckdb.DuckDBPyConnection, config: RunConfig, plans: list[Plan]) -> dict[str, Any]:
     """Calls and tokens when every sample passes first time, from rendered prompt sizes."""
     prompts = PromptLibrary(config.language, config.prompt_dir)
-    chunks = _typical_chunks(con, config.top_k)
+    chunks = first_chunks(con, config.top_k)
     calls: collections.Counter = collections.Counter()
     tokens_in: collections.Counter = collections.Counter()
     cache: dict[tuple, int] = {}

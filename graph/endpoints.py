@@ -6,6 +6,8 @@ from typing import Literal
 
 import httpx
 
+from teacherforge.agents.llm import probe_chat
+
 
 class EndpointError(Exception):
     """The endpoint is unreachable or does not serve the model; the message names both."""
@@ -55,26 +57,16 @@ def probe_structured_output(
 
     One tiny request per method, once per run; the choice is recorded in ``run.started``.
     """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    base = {"model": model, "max_tokens": 16, "temperature": 0}
-    messages = [{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]
-    attempts = {
+    formats = {
         "json_schema": {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "Probe", "schema": PROBE_SCHEMA, "strict": True},
-            }
+            "type": "json_schema",
+            "json_schema": {"name": "Probe", "schema": PROBE_SCHEMA, "strict": True},
         },
-        "json_mode": {"response_format": {"type": "json_object"}},
+        "json_mode": {"type": "json_object"},
     }
-    for method, extra in attempts.items():
+    for method, response_format in formats.items():
         try:
-            response = httpx.post(
-                f"{url.rstrip('/')}/chat/completions",
-                json={**base, "messages": messages, **extra},
-                headers=headers,
-                timeout=timeout_s,
-            )
+            response = probe_chat(url, model, response_format, api_key, timeout_s)
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}"
             raise EndpointError(f"{url}: structured-output probe failed ({reason})") from exc

@@ -9,29 +9,19 @@ reads the database, the planner only applies the seed it is handed (agents never
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import duckdb
 
 from teacherforge.agents.planner import PlanSeed
 from teacherforge.graph.runner import RunError, SampleJob
+from teacherforge.store.chunk_tables import chunks_by_id
+from teacherforge.store.eval_queries import eval_item_payloads
+from teacherforge.store.run_queries import run_started
 
 HARDER = {"direct": "reasoning", "reasoning": "edge", "edge": "edge"}
 MAX_USER_TURNS = 12
 TECHNIQUES = ("standard", "hard_negative", "multi_source")
-
-# Which eval failure seeded which sample: one row per seeded sample (documented in docs/student.md).
-SEEDED_SAMPLES_SQL = """
-SELECT s.sample_id, s.run_id, s.status, s.tier, s.user_turns,
-       p.payload->'seeded_from'->>'eval_id' AS eval_id,
-       p.payload->'seeded_from'->>'eval_item_id' AS eval_item_id,
-       p.payload->'seeded_from'->>'source_sample_id' AS failed_sample_id,
-       p.payload->'seeded_from'->>'verdict' AS student_verdict,
-       p.payload->'seeded_from'->>'why' AS why,
-       CAST(p.payload->'seeded_from'->'chunk_ids' AS VARCHAR[]) AS seed_chunk_ids
-FROM samples s JOIN live_events p ON p.sample_id = s.sample_id AND p.type = 'sample.planned'
-WHERE (p.payload->'seeded_from') IS NOT NULL"""
 
 
 class FeedbackError(RunError):
@@ -61,16 +51,13 @@ def seeds_from_eval(
     con: duckdb.DuckDBPyConnection, eval_id: str, system: str = "student_tuned"
 ) -> list[dict]:
     """Plan seeds for the items ``system`` failed in eval ``eval_id``, in item order."""
-    rows = con.execute(
-        "SELECT payload FROM events WHERE run_id = ? AND type = 'eval.item' ORDER BY seq", [eval_id]
-    ).fetchall()
-    if not rows:
+    items = eval_item_payloads(con, eval_id)
+    if not items:
         raise FeedbackError(
             f"no eval items for '{eval_id}'; list evals with: teacherforge sql 'select eval_id from evals'"
         )
     seeds = []
-    for (raw,) in rows:
-        item = json.loads(raw)
+    for item in items:
         mine = next((s for s in item.get("systems", []) if s.get("system") == system), None)
         should_refuse = bool(item.get("should_refuse"))
         if mine is None or not is_failure(mine, should_refuse):
@@ -120,10 +107,7 @@ def job_seed(seed: dict) -> dict:
 def with_chunks(con: duckdb.DuckDBPyConnection, seed: dict) -> dict:
     """The seed plus its chunks' text, in the seed's order (ids re-ingested away are skipped)."""
     ids = seed["chunk_ids"]
-    cur = con.cursor()
-    rows = cur.execute("SELECT * FROM chunks WHERE list_contains(?, chunk_id)", [ids]).fetchall()
-    names = [d[0] for d in cur.description]
-    found = {r["chunk_id"]: r for r in (dict(zip(names, row, strict=True)) for row in rows)}
+    found = chunks_by_id(con, ids)
     chunks = [
         {
             "chunk_id": cid,
@@ -160,12 +144,7 @@ def seeded_jobs(con: duckdb.DuckDBPyConnection, run_id: str, seeds: list[dict]) 
 
 def run_seeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict] | None:
     """The per-index seeds a ``--from-eval`` run recorded in ``run.started`` (None for other runs)."""
-    rows = con.execute(
-        "SELECT payload->'plan_seeds' FROM events WHERE run_id = ? AND type = 'run.started' "
-        "ORDER BY ts LIMIT 1",
-        [run_id],
-    ).fetchall()
-    return json.loads(rows[0][0]) if rows and rows[0][0] is not None else None
+    return (run_started(con, run_id) or {}).get("plan_seeds")
 
 
 def seed_of_planned(planned: dict) -> dict | None:

@@ -17,6 +17,7 @@ from teacherforge.graph.lineage import fork_job, run_config
 from teacherforge.graph.runner import RunSummary, generate
 from teacherforge.graph.session import run_endpoints
 from teacherforge.store.events import EventLog
+from teacherforge.store.run_queries import failed_calls_with, run_started
 
 
 @dataclass
@@ -56,17 +57,9 @@ def fork(
                     con, log, config, generator, critic, fork_run, None, [job], replies, False, False, lineage
                 )
             )
-    changed = con.execute(
-        "SELECT agent, template FROM llm_calls WHERE sample_id = ? AND error = ? ORDER BY ts",
-        [job.sample_id, OFFLINE_MISS],
-    ).fetchall()
-    return ForkResult(job.sample_id, summary, [(a, t) for a, t in changed])
+    return ForkResult(job.sample_id, summary, failed_calls_with(con, job.sample_id, OFFLINE_MISS))
 
 
 def _parent_model(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     """Offline forks hash requests with the parent's model name, so unchanged requests match."""
-    rows = con.execute(
-        "SELECT payload->'generator'->>'model' FROM events WHERE run_id = ? AND type = 'run.started'",
-        [run_id],
-    ).fetchall()
-    return rows[0][0]
+    return run_started(con, run_id)["generator"]["model"]

@@ -25,6 +25,7 @@ from teacherforge.retrieval.embedder import load_embedder
 from teacherforge.retrieval.index import load_chunks
 from teacherforge.retrieval.retriever import InMemoryRetriever, Retriever
 from teacherforge.store.events import EventLog
+from teacherforge.store.run_queries import call_counts_since, sample_status_counts
 
 
 class RunError(Exception):
@@ -274,15 +275,8 @@ def _abort_detail(meter: CallMeter, generator: Endpoint, failed: int) -> dict:
 
 def _summarise(con: duckdb.DuckDBPyConnection, run_id: str, since: dt.datetime, wall_s: float) -> RunSummary:
     """Counts over the whole run (a resumed run includes earlier samples); calls of this invocation."""
-    cur = con.cursor()
-    status = dict(
-        cur.execute("SELECT status, count(*) FROM samples WHERE run_id = ? GROUP BY 1", [run_id]).fetchall()
-    )
-    calls = cur.execute(
-        "SELECT count(*) FILTER (WHERE NOT reused), count(*) FILTER (WHERE reused) FROM llm_calls "
-        "WHERE run_id = ? AND ts >= ?",
-        [run_id, since],
-    ).fetchall()[0]
+    status = sample_status_counts(con, run_id)
+    calls = call_counts_since(con, run_id, since)
     return RunSummary(
         run_id=run_id,
         accepted=status.get("accepted", 0),

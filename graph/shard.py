@@ -19,6 +19,7 @@ import duckdb
 
 from teacherforge.graph.config import ConfigError, RunConfig
 from teacherforge.graph.runner import SampleJob, fresh_jobs
+from teacherforge.store.run_queries import run_started
 
 # Settings that may differ between shards of one run: where the model is and how hard to push it.
 RUNTIME_FIELDS = frozenset(
@@ -79,16 +80,7 @@ def keep_shard(jobs: list[SampleJob], shard: Shard | None) -> list[SampleJob]:
 
 def run_shard(con: duckdb.DuckDBPyConnection, run_id: str) -> Shard | None:
     """The shard a run in this file was started as (for ``--resume``), or None if unsharded."""
-    rows = con.execute(
-        "SELECT payload->'shard' FROM events WHERE run_id = ? AND type = 'run.started' ORDER BY ts LIMIT 1",
-        [run_id],
-    ).fetchall()
-    if not rows or rows[0][0] is None:
+    data = (run_started(con, run_id) or {}).get("shard")
+    if data is None:
         return None
-    data = json.loads(rows[0][0])
     return Shard(int(data["index"]), int(data["count"]))
-
-
-def run_exists(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
-    sql = "SELECT count(*) FROM events WHERE run_id = ? AND type = 'run.started'"
-    return bool(con.execute(sql, [run_id]).fetchall()[0][0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -151,3 +151,32 @@ def distinct_categories(con: duckdb.DuckDBPyConnection) -> list[str]:
 def document_embedders(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The distinct embedders the indexed documents were embedded with."""
     return [r[0] for r in con.execute("SELECT DISTINCT embedder FROM documents").fetchall()]
+
+
+# Point lookups that generation needs outside the retriever (dry-run sizing, seed chunks, categories):
+# the retriever loads the whole table for search; the planner and the feedback loop read a few rows.
+
+
+def first_chunks(con: duckdb.DuckDBPyConnection, k: int) -> list[dict[str, Any]]:
+    """The first ``k`` chunks by id: stand-ins of typical size when a dry run sizes prompts."""
+    rows = con.execute(
+        "SELECT chunk_id, document, section, text FROM chunks ORDER BY chunk_id LIMIT ?", [k]
+    ).fetchall()
+    return [{"chunk_id": r[0], "document": r[1], "section": r[2], "text": r[3]} for r in rows]
+
+
+def chunks_by_id(con: duckdb.DuckDBPyConnection, chunk_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Every column of the chunks with these ids, by id (ids no longer in the index are absent).
+
+    Why: a seeded sample carries its chunks' text, which a seed only names by id.
+    """
+    cur = con.cursor()
+    rows = cur.execute("SELECT * FROM chunks WHERE list_contains(?, chunk_id)", [chunk_ids]).fetchall()
+    names = [d[0] for d in cur.description]
+    return {r["chunk_id"]: r for r in (dict(zip(names, row, strict=True)) for row in rows)}
+
+
+def chunk_categories(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The corpus's non-empty categories, sorted: a dry run plans with them without loading the index."""
+    sql = "SELECT DISTINCT category FROM chunks WHERE coalesce(category, '') <> '' ORDER BY 1"
+    return [r[0] for r in con.execute(sql).fetchall()]

@@ -136,7 +136,8 @@ def test_runs_default_to_the_latest_and_take_several_or_all(forge, tmp_path):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("teacherforge.retrieval.redact") is None, reason="retrieval/redact.py not present"
+    importlib.util.find_spec("teacherforge.retrieval.redact") is None,
+    reason="retrieval/redact.py not present",
 )
 def test_redact_pii_masks_a_planted_email_in_every_format(forge, tmp_path):
     db, run_id, _ = forge

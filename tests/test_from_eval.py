@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from teacherforge.agents.planner import PlanSeed, PlanSettings, plan_sample, plan_seeded
 from teacherforge.cli.app import app
 from teacherforge.dataset.export import openai_record
-from teacherforge.graph.feedback import HARDER, SEEDED_SAMPLES_SQL
+from teacherforge.graph.feedback import HARDER
 from teacherforge.store.database import connect
+from teacherforge.store.eval_queries import SEEDED_SAMPLES_SQL
 from teacherforge.store.events import EventLog
 from teacherforge.store.projection import fold_run
 from teacherforge.store.views import create_views
