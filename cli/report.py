@@ -49,7 +49,8 @@ def dedup(
 
     The earliest sample (by plan index) of each group is kept. Export leaves dropped samples out.
     """
-    from teacherforge.dataset.dedup import DedupError, record, run_dedup
+    from teacherforge.dataset.dedup import DedupError
+    from teacherforge.dataset.dedup_run import record, run_dedup
 
     if fmt not in ("table", "json"):
         fail(f"--format must be table or json (got '{fmt}')")

@@ -1,10 +1,13 @@
-"""Duplicate removal over a run's accepted samples; every drop is a ``dedup.dropped`` event.
+"""Duplicate detection over texts: exact, then near duplicates by MinHash or by embedding cosine.
 
-Two stages, in sample order (the plan index, so the result does not depend on concurrency): exact
-duplicates by a hash of the normalised text, then near duplicates by MinHash over word shingles or
-by embedding cosine. A sample is compared only with samples already *kept*, so the earliest sample
-of a group survives and chains (A~B, B~C, A!~C) do not drop C. Nothing is deleted: export asks
-``dropped_sample_ids`` which samples to leave out, and SQL sees the drops in the ``dedup_drops`` view.
+Pure: texts in, ``(dropped, kept, similarity, how)`` index pairs out; no database, no events. The
+pass over a run's accepted samples, which records every drop as a ``dedup.dropped`` event, is
+dataset/dedup_run.py, and store/dedup_events.py answers which samples a pass dropped.
+
+Two stages, in input order (the caller passes plan order, so the result does not depend on
+concurrency): exact duplicates by a hash of the normalised text, then near duplicates by MinHash
+over word shingles or by embedding cosine. A text is compared only with texts already *kept*, so
+the earliest text of a group survives and chains (A~B, B~C, A!~C) do not drop C.
 
 Near-misses matter as much as duplicates: "the fee for 2025" and "the fee for 2026" are different
 facts. The number guard therefore never calls two texts near duplicates when the numbers in them
@@ -13,16 +16,12 @@ differ (exact duplicates are equal anyway).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
-import duckdb
 import numpy as np
 
 from teacherforge.retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
@@ -43,40 +42,6 @@ _MAX_HASH = np.uint64((1 << 32) - 1)
 
 class DedupError(Exception):
     """A dedup request that cannot be run (unknown run, bad option); the message says the fix."""
-
-
-@dataclass(frozen=True)
-class Drop:
-    sample_id: str
-    kept_sample_id: str
-    similarity: float
-    method: str  # exact | minhash | embedding
-    threshold: float
-
-
-@dataclass
-class DedupResult:
-    dedup_id: str
-    run_id: str
-    field: str
-    method: str
-    threshold: float
-    candidates: int
-    drops: list[Drop] = field(default_factory=list)
-
-    def summary(self) -> dict:
-        exact = sum(d.method == "exact" for d in self.drops)
-        return {
-            "dedup_id": self.dedup_id,
-            "run_id": self.run_id,
-            "field": self.field,
-            "method": self.method,
-            "threshold": self.threshold,
-            "candidates": self.candidates,
-            "dropped": len(self.drops),
-            "exact": exact,
-            "near": len(self.drops) - exact,
-        }
 
 
 # --- text -----------------------------------------------------------------------------------------
@@ -208,7 +173,7 @@ def find_duplicates(
         def similarity(pos: int, other: int) -> float:
             return jaccard(sets[pos], sets[other])
     else:
-        embed = embed or _embed_fn([[t] for t in texts], DEFAULT_EMBEDDER)
+        embed = embed or embed_fn([[t] for t in texts], DEFAULT_EMBEDDER)
         vectors = np.asarray(embed(kept), dtype=np.float32)
         cosines = vectors @ vectors.T
 
@@ -234,51 +199,10 @@ def find_duplicates(
     return sorted(drops)
 
 
-# --- over the event log -------------------------------------------------------------------------------
+# --- embeddings ------------------------------------------------------------------------------------
 
 
-def new_dedup_id() -> str:
-    return f"dedup-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-
-
-def dropped_sample_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
-    """Samples of ``run_id`` that a dedup pass dropped: export leaves these out."""
-    rows = con.execute(
-        "SELECT DISTINCT sample_id FROM events WHERE type = 'dedup.dropped' AND run_id = ?", [run_id]
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def dedup_texts(
-    con: duckdb.DuckDBPyConnection, run_id: str, on: str
-) -> tuple[list[str], list[str], list[list[str]]]:
-    """Accepted, not yet dropped samples in plan order: ids, texts, and each one's turn contents."""
-    if on not in FIELDS:
-        raise DedupError(f"--on must be first-turn or conversation (got '{on}')")
-    rows = con.execute(
-        """SELECT s.sample_id, list(t.role ORDER BY t.turn_index), list(t.content ORDER BY t.turn_index)
-           FROM samples s JOIN turns t USING (sample_id)
-           WHERE s.run_id = ? AND s.status = 'accepted'
-             AND s.sample_id NOT IN (SELECT sample_id FROM events
-                                     WHERE type = 'dedup.dropped' AND run_id = ?)
-           GROUP BY s.sample_id ORDER BY s.sample_id""",
-        [run_id, run_id],
-    ).fetchall()
-    ids, texts, parts = [], [], []
-    for sample_id, roles, contents in rows:
-        contents = [c or "" for c in contents]
-        if on == "first-turn":
-            first = next((c for r, c in zip(roles, contents, strict=True) if r == "user"), "")
-            texts.append(first)
-            parts.append([first])
-        else:
-            texts.append("\n".join(f"{r}: {c}" for r, c in zip(roles, contents, strict=True)))
-            parts.append(contents)
-        ids.append(sample_id)
-    return ids, texts, parts
-
-
-def _embed_fn(parts: list[list[str]], embedder_name: str) -> Callable[[list[int]], np.ndarray]:
+def embed_fn(parts: list[list[str]], embedder_name: str) -> Callable[[list[int]], np.ndarray]:
     """A text's vector is the mean of its parts' vectors: a conversation is embedded turn by turn,
     since MiniLM reads only its first 256 tokens."""
     embedder = load_embedder(embedder_name)
@@ -295,53 +219,3 @@ def _embed_fn(parts: list[list[str]], embedder_name: str) -> Callable[[list[int]
 
     return embed
 
-
-def run_dedup(
-    con: duckdb.DuckDBPyConnection,
-    run_id: str,
-    on: str = "first-turn",
-    method: str = "minhash",
-    threshold: float | None = None,
-    shingle_size: int = 3,
-    number_guard: bool = True,
-    embedder: str = DEFAULT_EMBEDDER,
-) -> DedupResult:
-    """Find what to drop (nothing is written; see ``record``)."""
-    if method not in METHODS:
-        raise DedupError(f"--method must be minhash or embedding (got '{method}')")
-    if not con.execute("SELECT 1 FROM events WHERE run_id = ? AND type = 'run.started'", [run_id]).fetchall():
-        raise DedupError(f"no run '{run_id}' in this database; list runs with: teacherforge runs")
-    threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
-    ids, texts, parts = dedup_texts(con, run_id, on)
-    embed = _embed_fn(parts, embedder) if method == "embedding" and texts else None
-    found = find_duplicates(texts, method, threshold, shingle_size, number_guard, embed)
-    result = DedupResult(new_dedup_id(), run_id, on, method, threshold, len(ids))
-    for dropped, kept, sim, how in found:
-        used = 1.0 if how == "exact" else threshold
-        result.drops.append(Drop(ids[dropped], ids[kept], sim, how, used))
-    return result
-
-
-def record(log, result: DedupResult, shingle_size: int, number_guard: bool) -> None:
-    """One ``dedup.dropped`` per drop (in the dropped sample's stream), then a run-level summary."""
-    for drop in result.drops:
-        log.append(
-            result.run_id,
-            "dedup.dropped",
-            {
-                "sample_id": drop.sample_id,
-                "kept_sample_id": drop.kept_sample_id,
-                "similarity": drop.similarity,
-                "threshold": drop.threshold,
-                "method": drop.method,
-                "field": result.field,
-                "dedup_id": result.dedup_id,
-            },
-            sample_id=drop.sample_id,
-        )
-    log.append(
-        result.run_id,
-        "dedup.finished",
-        {**result.summary(), "shingle_size": shingle_size, "number_guard": number_guard},
-    )
-    log.flush()

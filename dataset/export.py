@@ -17,25 +17,13 @@ from typing import Literal
 
 import duckdb
 
-from teacherforge.dataset.splits import DEFAULT_RATIOS, SplitPlan, assign_splits
+from teacherforge.dataset.splits import DEFAULT_RATIOS, SplitPlan, assign_splits, document_of_chunk
+from teacherforge.store.dataset_queries import chunk_documents
 from teacherforge.store.projection import SampleView
 
 ThoughtMode = Literal["drop", "field", "inline"]
 DEFAULT_SYSTEM = "You are a helpful assistant that answers questions about the documents you were trained on."
 UNINDEXED = "unindexed:"  # split key of a chunk whose document is no longer in the index
-
-
-def chunk_documents(con: duckdb.DuckDBPyConnection, chunk_ids: list[str]) -> dict[str, str]:
-    """chunk id → the document path it came from (as given to ``ingest``), for the ids still indexed."""
-    if not chunk_ids:
-        return {}
-    tables = con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'chunks'").fetchall()
-    if not tables:
-        return {}
-    rows = con.execute(
-        "SELECT chunk_id, document FROM chunks WHERE chunk_id IN (SELECT unnest(?))", [sorted(set(chunk_ids))]
-    ).fetchall()
-    return dict(rows)
 
 
 def base_record(
@@ -73,7 +61,7 @@ def split_keys(record: dict, documents: dict[str, str]) -> frozenset[str]:
     """What the split must keep on one side: the record's documents, or for a chunk whose document was
     re-ingested since, its content-hash prefix (every chunk id is ``<document hash[:10]>-<n>``)."""
     ids = record["metadata"]["source_chunk_ids"]
-    return frozenset(documents.get(c) or UNINDEXED + c.rsplit("-", 1)[0] for c in ids)
+    return frozenset(documents.get(c) or UNINDEXED + document_of_chunk(c) for c in ids)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Which conversations an export takes: runs, status, critic scores, plan fields and dates.
 
 Selection works on the folded samples (``fold_run``), so a filter sees exactly what is exported.
-Samples a dedup pass dropped (``dedup.dropped`` events, dataset/dedup.py) are always left out.
+Samples a dedup pass dropped (``dedup.dropped`` events, dataset/dedup_run.py) are always left out.
 Each filter counts what it excluded, so the user learns why a dataset came out small. A value that
 matches no sample at all (``--tier edg``) is an error rather than an empty file.
 """
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from teacherforge.dataset.dedup import dropped_sample_ids
+from teacherforge.store.dataset_queries import last_event_times, run_ids_by_start
+from teacherforge.store.dedup_events import dropped_sample_ids
 from teacherforge.store.projection import SampleView, fold_run
 
 STATUSES = ("accepted", "rejected", "all")
@@ -81,7 +82,7 @@ def parse_when(value: str | None, flag: str, end_of_day: bool = False) -> dt.dat
 
 def resolve_runs(con: duckdb.DuckDBPyConnection, runs: list[str]) -> list[str]:
     """``[]`` → the latest run; ``["all"]`` → every run; otherwise the ids, each checked to exist."""
-    known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at").fetchall()]
+    known = run_ids_by_start(con)
     if not known:
         raise SelectionError("the database has no runs; generate with 'teacherforge run' first")
     if not runs:
@@ -110,7 +111,7 @@ def select_records(
     views = [v for run_id in run_ids for v in fold_run(con, run_id) if v.turns]
     _check_values(views, filters)
     duplicates = set().union(*(dropped_sample_ids(con, run_id) for run_id in run_ids))
-    last_seen = _last_event_times(con, run_ids) if filters.since or filters.until else {}
+    last_seen = last_event_times(con, run_ids) if filters.since or filters.until else {}
     selection = Selection(views=[], run_ids=run_ids, considered=len(views))
     for view in views:
         reason = "dedup" if view.sample_id in duplicates else None
@@ -157,12 +158,3 @@ def _check_values(views: list[SampleView], f: ExportFilters) -> None:
         if dimensions and name not in dimensions:
             have = ", ".join(sorted(dimensions))
             raise SelectionError(f"--min-score {name}=…: no such critic score (there are {have})")
-
-
-def _last_event_times(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dict[str, dt.datetime]:
-    rows = con.execute(
-        "SELECT sample_id, max(ts) FROM events WHERE run_id IN (SELECT unnest(?)) AND sample_id IS NOT NULL "
-        "GROUP BY 1",
-        [run_ids],
-    ).fetchall()
-    return dict(rows)

@@ -1,8 +1,9 @@
 """``teacherforge report``: a dataset card (README.md), an HTML quality page with PNG plots, report.json.
 
-Read-only on the database: every number comes from the SQL views (dataset/report_data.py), so a
-reader can check any of them with ``teacherforge sql``. The optional naive baseline is the only
-thing that calls a model, and its questions are saved next to the report.
+Read-only on the database: every number comes from the SQL views (the queries are in
+store/report_queries.py, gathered by dataset/report_data.py), so a reader can check any of them with
+``teacherforge sql``. The optional naive baseline (dataset/report_baseline.py) is the only thing that
+calls a model, and its questions are saved next to the report.
 """
 
 from __future__ import annotations

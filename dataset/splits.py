@@ -15,6 +15,11 @@ record's documents at once) while that lowers
 i.e. one more held-out record is worth dropping up to two others. On a small, tightly connected
 corpus no split is worth its cost: everything stays in train and the report says the held-out
 splits came out short. Moves are tried in a seeded order: same records, ratios and seed → same split.
+
+``pick_heldout`` is the two-way variant ``teacherforge train`` uses when the export did not split (a
+dozen conversations): held-out documents are picked greedily from a seeded order, each step taking
+the document that keeps the most records whole and cuts the fewest, until the held-out share is
+reached. Both work on plain document sets, one per record, and return a :class:`SplitPlan`.
 """
 
 from __future__ import annotations
@@ -109,6 +114,55 @@ def assign_splits(
     plan.documents = {name: [] for name in SPLITS}
     for doc, side in sorted(search.split_of.items()):
         plan.documents[SPLITS[side]].append(doc)
+    return plan
+
+
+def document_of_chunk(chunk_id: str) -> str:
+    """The content-hash prefix that names a chunk's document (chunk ids are ``<document hash[:10]>-<n>``)."""
+    return chunk_id.rsplit("-", 1)[0]
+
+
+def pick_heldout(
+    record_documents: Sequence[frozenset[str]], share: float = 0.2, seed: int = 0, candidates: int = 64
+) -> SplitPlan:
+    """Records to train or held out (``test``) with no document on both sides; straddling ones get None.
+
+    Greedy (see the module docstring): at least one held-out record when ``share`` > 0, none at 0.
+    Each step weighs the first ``candidates`` free documents of the seeded order.
+    """
+    docs_of = [frozenset(d) for d in record_documents]
+    target = max(1, round(share * len(docs_of))) if share > 0 else 0
+    every = sorted({d for docs in docs_of for d in docs})
+    free = list(every)
+    random.Random(f"student-split:{seed}").shuffle(free)
+    chosen: set[str] = set()
+
+    def counts(docs: set[str]) -> tuple[int, int]:
+        whole = sum(1 for d in docs_of if d and d <= docs)
+        cut = sum(1 for d in docs_of if d & docs and not d <= docs)
+        return whole, cut
+
+    def score(docs: set[str]) -> tuple[int, int]:
+        whole, cut = counts(docs)
+        return whole - cut, -cut
+
+    while free and counts(chosen)[0] < target:
+        best = max(free[:candidates], key=lambda d: score(chosen | {d}))
+        chosen.add(best)
+        free.remove(best)
+    plan = SplitPlan(
+        assignment=[],
+        documents={"train": [d for d in every if d not in chosen], "validation": [], "test": sorted(chosen)},
+        targets={"train": len(docs_of) - target, "validation": 0, "test": target},
+    )
+    for i, docs in enumerate(docs_of):
+        if docs and docs <= chosen:
+            plan.assignment.append("test")
+        elif docs & chosen:
+            plan.assignment.append(None)
+            plan.straddling.append(i)
+        else:
+            plan.assignment.append("train")
     return plan
 
 

@@ -12,8 +12,9 @@ from stub_server import StubServer
 from typer.testing import CliRunner
 
 from teacherforge.cli.app import app
-from teacherforge.dataset.dedup import dropped_sample_ids, find_duplicates, lsh_params
+from teacherforge.dataset.dedup import find_duplicates, lsh_params
 from teacherforge.store.database import connect
+from teacherforge.store.dedup_events import dropped_sample_ids
 from teacherforge.store.events import EventLog
 from teacherforge.store.views import create_views
 
