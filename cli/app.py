@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from teacherforge.cli import (  # noqa: F401  (they register commands)
     data,
+    doctor,
     export,
     merge,
     replay,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import Annotated
 
@@ -52,9 +51,14 @@ def serve(
         fail(str(exc))
     print(server.url, flush=True)
     err.print(f"serving {server.model} ({server.threads} threads); Ctrl-C stops it", highlight=False)
+    died = None
     try:
-        signal.pause() if hasattr(signal, "pause") else time.sleep(10**9)
+        while died is None:  # wake up now and then: a server that dies is reported, not waited on
+            time.sleep(1.0)
+            died = server.exit_description()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+    if died is not None:  # stop() has printed why it died
+        raise typer.Exit(1)

@@ -4,6 +4,10 @@ A subprocess rather than a thread: llama.cpp holds the GIL-free CPU for seconds 
 crash in native code must not take the pipeline down. The child lives in its own process group,
 is killed as a group on exit, exception, Ctrl-C or interpreter shutdown (atexit), and also exits
 by itself if its parent dies (``--parent-pid`` watchdog), so no orphan keeps the port or the cores.
+
+Everything the child prints (Python tracebacks, llama.cpp's own log, a faulthandler dump on a fatal
+signal) goes unbuffered to a log file. When the child dies, the error names the signal, what it
+usually means and the last lines of that log (serve/child_exit.py), and the file is kept.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 import httpx
 
+from teacherforge.serve import build_info
+from teacherforge.serve.child_exit import describe_exit, log_excerpt
 from teacherforge.serve.protocol import model_id_for
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SERVER_MODULES = ("llama_cpp", "uvicorn", "starlette")  # what the compat server imports
 _LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
 
 
@@ -53,12 +61,28 @@ def require_llama_cpp() -> None:
     Only looks the modules up (no import): a llama_cpp built with default flags can crash on
     import on some CPUs, which the child's stderr tail then reports.
     """
-    missing = [m for m in ("llama_cpp", "uvicorn", "starlette") if importlib.util.find_spec(m) is None]
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise LocalServerError(
             f"{', '.join(missing)} not installed: run scripts/install.sh (builds llama-cpp-python[server] "
             "with the CPU flags this project needs)"
         )
+
+
+def require_fitting_build() -> None:
+    """Refuse a llama.cpp build recorded for CPU flags this CPU lacks: it would only die with SIGILL."""
+    fit = build_info.this_machine()
+    if fit.verdict == "unfit":
+        raise LocalServerError(f"{fit.detail}; rebuild it for this CPU: {build_info.REBUILD}")
+
+
+def read_tail(path: Path, max_lines: int = 30, max_bytes: int = 64_000) -> str:
+    """The last lines of a log that may be large (llama.cpp logs every request)."""
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+        lines = f.read().decode(errors="replace").splitlines()
+        return "\n".join(lines[-max_lines:])
+    return ""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -89,7 +113,10 @@ class LocalServer:
         default_max_tokens: int = 2048,
         startup_timeout: float = 120.0,
         watch_parent: bool = True,
+        launcher: Sequence[str] | None = None,
     ) -> None:
+        """``launcher`` replaces ``python -m teacherforge.serve.compat`` as the start of the child's argv
+        (tests use a stand-in that crashes); the llama.cpp checks then do not apply."""
         self.model_path = Path(model_path) if model_path is not None else bundled_teacher_gguf()
         if not self.model_path.is_file():
             raise LocalServerError(f"GGUF model not found: {self.model_path}")
@@ -100,8 +127,12 @@ class LocalServer:
         self.startup_timeout = startup_timeout
         self.watch_parent = watch_parent  # False for --keep-server: the server outlives this process
         self.startup_seconds: float | None = None
+        self.launcher = list(launcher) if launcher is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.log_path: Path | None = None  # the child's stdout+stderr; kept after a crash
+        self._keep_log = False
+        self._death_reported = False
 
     @property
     def url(self) -> str:
@@ -115,9 +146,9 @@ class LocalServer:
         return self._proc.pid if self._proc else None
 
     def command(self) -> list[str]:
-        """The child's argv (the compat server module under this interpreter)."""
+        """The child's argv (the compat server module under this interpreter, or ``launcher``)."""
         cmd = [
-            sys.executable, "-m", "teacherforge.serve.compat",
+            *(self.launcher or [sys.executable, "-m", "teacherforge.serve.compat"]),
             "--model", str(self.model_path), "--model-id", self.model,
             "--host", self.host, "--port", str(self.port),
             "--threads", str(self.threads), "--n-ctx", str(self.n_ctx),
@@ -131,16 +162,24 @@ class LocalServer:
         """Spawn the server and block until it answers /v1/models (or raise with its stderr)."""
         if self._proc is not None:
             return self
-        require_llama_cpp()
+        if self.launcher is None:
+            require_llama_cpp()
+            require_fitting_build()
         if self.port is None:
             self.port = free_port(self.host)
-        self._stderr = tempfile.NamedTemporaryFile(prefix="teacherforge-llama-", suffix=".log")  # noqa: SIM115
+        fd, name = tempfile.mkstemp(prefix="teacherforge-llama-", suffix=".log")
+        self._log, self.log_path = os.fdopen(fd, "wb"), Path(name)
+        self._keep_log = self._death_reported = False
+        # unbuffered: a child killed by a signal loses nothing it printed; faulthandler adds the
+        # Python stack to the log on SIGSEGV/SIGILL/SIGABRT/SIGBUS/SIGFPE and still dies by that signal
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
         started = time.monotonic()
         self._proc = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
-            stdout=self._stderr,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,  # own process group: one killpg reaches everything it spawned
         )
         _LIVE.add(self)
@@ -156,31 +195,43 @@ class LocalServer:
         assert self._proc is not None
         with httpx.Client(timeout=2.0, trust_env=False) as client:  # trust_env=False: never via a proxy
             while True:
-                code = self._proc.poll()
-                if code is not None:
-                    tail = self.stderr_tail()
-                    raise LocalServerError(f"local model server exited with code {code}:\n{tail}")
+                if self._proc.poll() is not None:
+                    self._death_reported = True
+                    raise LocalServerError(self.exit_description() or "local model server exited")
                 try:
                     if client.get(f"{self.url}/models").status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
                 if time.monotonic() - started > self.startup_timeout:
-                    limit, tail = self.startup_timeout, self.stderr_tail()
-                    raise LocalServerError(f"local model server not ready after {limit:.0f}s:\n{tail}")
+                    self._keep_log = True
+                    excerpt = log_excerpt(self.stderr_tail(), self.log_path)
+                    raise LocalServerError(
+                        f"local model server not ready after {self.startup_timeout:.0f}s. {excerpt}"
+                    )
                 time.sleep(0.1)
 
     def stderr_tail(self, max_lines: int = 30) -> str:
-        """Last lines the server printed, for error messages."""
-        if self._stderr is None:
-            return ""
-        with contextlib.suppress(OSError):
-            lines = Path(self._stderr.name).read_text(errors="replace").splitlines()
-            return "\n".join(lines[-max_lines:])
-        return ""
+        """Last lines the server printed (stdout and stderr), for error messages."""
+        return read_tail(self.log_path, max_lines) if self.log_path is not None else ""
+
+    def exit_description(self) -> str | None:
+        """Why the child died (signal, meaning, log tail), or None while it runs; keeps its log."""
+        code = self._proc.poll() if self._proc is not None else None
+        if code is None:
+            return None
+        self._keep_log = True
+        return describe_exit(code, self.stderr_tail(), "local model server", self.log_path)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the process group, SIGKILL it if it lingers; idempotent."""
+        """SIGTERM the process group, SIGKILL it if it lingers; idempotent.
+
+        A child that already died by itself (mid-run, after a successful start) is reported on
+        stderr: the run's own error only sees refused connections.
+        """
+        if self._proc is not None and not self._death_reported and self._proc.poll() not in (None, 0):
+            self._death_reported = True
+            print(f"warning: {self.exit_description()}", file=sys.stderr)
         proc, self._proc = self._proc, None
         if proc is not None:
             _LIVE.discard(self)
@@ -192,15 +243,19 @@ class LocalServer:
                     break
                 except subprocess.TimeoutExpired:
                     continue
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+            if self.log_path is not None and not self._keep_log:
+                with contextlib.suppress(OSError):
+                    self.log_path.unlink()
 
     def detach(self) -> None:
-        """Leave the server running after this process exits (``run --keep-server``)."""
+        """Leave the server running after this process exits (``run --keep-server``); its log stays."""
         if self._proc is not None:
             _LIVE.discard(self)
             self._proc = None
+            self._keep_log = True
 
     def __enter__(self) -> LocalServer:
         return self.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from scripted import GoodModel
 from stub_server import StubServer
 from typer.testing import CliRunner
@@ -113,3 +114,15 @@ def test_serve_vllm_prints_the_gpu_command():
         "vllm serve google/gemma-3-12b-it --host 127.0.0.1 --port 8001 --gpu-memory-utilization 0.9 "
         "--dtype bfloat16 --max-model-len 8192"
     )
+
+
+def test_error_lines_print_markup_from_logs_literally(capsys):
+    """A child's log tail can hold Rich markup such as a chat template's [/INST]: printed as text."""
+    import typer
+
+    from teacherforge.cli.common import fail
+
+    with pytest.raises(typer.Exit) as exit_info:
+        fail("server died; last lines: [INST] hi [/INST] [bold]x[/bold]")
+    assert exit_info.value.exit_code == 2
+    assert "[/INST] [bold]x[/bold]" in capsys.readouterr().err

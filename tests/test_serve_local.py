@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
-from teacherforge.serve import local
+from teacherforge.serve import build_info, local
+from teacherforge.serve.child_exit import describe_exit, exit_reason
 from teacherforge.serve.compat import grammar_text
 from teacherforge.serve.local import LocalServer, LocalServerError, bundled_teacher_gguf
 from teacherforge.serve.protocol import (
@@ -263,3 +266,107 @@ def test_parent_death_stops_the_server(tmp_path) -> None:  # type: ignore[no-unt
     while not _gone(server_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _gone(server_pid)
+
+
+# --- a dead child is explained (serve/child_exit.py) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sig", "words"),
+    [
+        (
+            signal.SIGILL,
+            ["SIGILL (illegal instruction)", "CPU instructions this machine lacks", "teacherforge doctor"],
+        ),
+        (signal.SIGKILL, ["SIGKILL (killed, usually out of memory)", "OOM killer", "smaller model"]),
+        (signal.SIGSEGV, ["SIGSEGV (segmentation fault)", "a crash inside llama.cpp", "teacherforge doctor"]),
+        (signal.SIGABRT, ["SIGABRT (aborted)", "GGUF file"]),
+        (signal.SIGBUS, ["SIGBUS (bus error)", "model file"]),
+        (signal.SIGTERM, ["SIGTERM (terminated)", "from outside"]),
+        (signal.SIGUSR1, ["died with SIGUSR1 (user defined signal 1)"]),
+    ],
+)
+def test_describe_exit_names_the_signal_and_its_meaning(sig: signal.Signals, words: list[str]) -> None:
+    message = describe_exit(-sig, "loading model\nboom", log_path=Path("/tmp/x.log"))
+    assert message.startswith(f"local model server died with {sig.name} ")
+    for word in words:
+        assert word in message
+    assert message.endswith("Last lines of its log (/tmp/x.log):\nloading model\nboom")
+
+
+def test_describe_exit_codes_unknown_signals_and_empty_logs() -> None:
+    assert describe_exit(3, "Traceback ...\nValueError: bad gguf") == (
+        "local model server exited with code 3. Last lines of its log:\nTraceback ...\nValueError: bad gguf"
+    )
+    assert (
+        describe_exit(-999, "", what="importing llama_cpp")
+        == "importing llama_cpp died with signal 999. Its log is empty."
+    )
+    assert exit_reason(-signal.SIGILL)[1] == "run 'teacherforge doctor'"
+
+
+def _stand_in(tmp_path: Path, body: str) -> list[str]:
+    """A launcher for LocalServer that runs ``body`` instead of the llama.cpp server (argv ignored)."""
+    script = tmp_path / "server_stand_in.py"
+    script.write_text("import os, signal, sys, time\n" + body)
+    return [sys.executable, str(script)]
+
+
+def test_a_child_dying_with_sigill_is_explained_with_its_log(tmp_path: Path) -> None:
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    launcher = _stand_in(
+        tmp_path, "print('llama_model_loader: loaded meta data')\nos.kill(os.getpid(), signal.SIGILL)\n"
+    )
+    server = LocalServer(gguf, threads=1, launcher=launcher)
+    with pytest.raises(LocalServerError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert message.startswith(
+        "local model server died with SIGILL (illegal instruction): this llama.cpp build"
+    )
+    assert "run 'teacherforge doctor'. Last lines of its log" in message
+    assert "llama_model_loader: loaded meta data" in message  # printed without flush: the child is unbuffered
+    assert server.log_path is not None and server.log_path.exists()  # kept for the user, and named
+    assert str(server.log_path) in message
+    server.log_path.unlink()
+
+
+def test_a_child_dying_after_start_is_reported_when_stopped(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Mid-run the pipeline only sees refused connections; stop() says why the server went away."""
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    body = (
+        "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
+        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
+        "class H(BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')\n"
+        "        print('served', self.path, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "HTTPServer(('127.0.0.1', port), H).serve_forever()\n"
+    )
+    server = LocalServer(gguf, threads=1, launcher=_stand_in(tmp_path, body)).start()
+    deadline = time.monotonic() + 10
+    while server.exit_description() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log_path = server.log_path
+    server.stop()
+    err = capsys.readouterr().err
+    assert "warning: local model server died with SIGKILL (killed, usually out of memory)" in err
+    assert "served /v1/models" in err
+    assert log_path is not None and log_path.exists()
+    log_path.unlink()
+    server.stop()  # idempotent, and says nothing twice
+    assert capsys.readouterr().err == ""
+
+
+def test_start_refuses_a_build_for_flags_this_cpu_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before spawning anything: a recorded build this CPU cannot run would only die with SIGILL."""
+    unfit = build_info.BuildFit("unfit", "build x needs CPU flags this CPU lacks: avx512f", ("avx512f",))
+    monkeypatch.setattr(build_info, "this_machine", lambda: unfit)
+    with pytest.raises(LocalServerError, match="avx512f.*rebuild it for this CPU: bash scripts/install.sh"):
+        local.require_fitting_build()
+    monkeypatch.setattr(build_info, "this_machine", lambda: build_info.BuildFit("unknown", "no record"))
+    local.require_fitting_build()  # unknown is not a reason to refuse
