@@ -28,7 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from teacherforge.evals.paths import checkout_root
+
+ROOT = checkout_root()
 TESTS = ROOT / "tests"
 EXAMPLES = ROOT / "examples" / "university"
 CONFIG = """\
@@ -109,7 +111,10 @@ def crash_resume(
     )
     stub = subprocess.Popen(
         [sys.executable, "-m", "evals.crash_resume", "--serve-stub", "--latency", str(latency_s)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         url = stub.stdout.readline().strip()
@@ -127,7 +132,10 @@ def crash_resume(
             args = ["run", "--resume", run_id] if state["started"] else ["run", "--run-id", run_id, *fresh]
             with open(workdir / "stderr.log", "a") as stderr:
                 proc = subprocess.Popen(
-                    _teacherforge(*args, *common), stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                    _teacherforge(*args, *common),
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    env=env,
                     cwd=workdir,
                 )
             attempts += 1

@@ -19,13 +19,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from teacherforge.evals.paths import checkout_root
 from teacherforge.retrieval.embedder import load_embedder
 from teacherforge.retrieval.fusion import DEFAULT_FUSION, RRF_K
 from teacherforge.retrieval.index import ChunkTable, load_chunks
 from teacherforge.retrieval.retriever import SEARCH_MODES, InMemoryRetriever
 from teacherforge.store.database import connect
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = checkout_root()
 LABELS = ROOT / "evals" / "retrieval_labels.jsonl"
 CORPUS = ROOT / "examples" / "university"
 

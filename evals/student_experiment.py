@@ -27,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from teacherforge.evals.paths import checkout_root
+
+ROOT = checkout_root()
 CLI = [sys.executable, "-m", "teacherforge.cli.app"]
 RUN_YAML = """n: {n}
 seed: {seed}

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from teacherforge.evals.bench import event_log, pipeline_bench
+from teacherforge.evals.paths import checkout_root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = checkout_root()
 KEYS = (
     "overhead_ms_per_call",
     "concurrency_efficiency",
@@ -121,8 +122,12 @@ def run(quick: bool, real: bool, sizes: dict) -> dict:
             small, large = sizes["rss_sizes"]
             got = pipeline_bench.rss_fresh_process(template, work, [small, large], concurrency_level=16)
             note = "peak RSS of one fresh process after a run of N1 samples, then after a run of N2 more"
-            return {"rss_mb_1k": got[small], "rss_mb_10k": got[large], "rss_samples": [small, large],
-                    "rss_note": note}
+            return {
+                "rss_mb_1k": got[small],
+                "rss_mb_10k": got[large],
+                "rss_samples": [small, large],
+                "rss_note": note,
+            }
 
         _guard(result, ("rss_mb_1k", "rss_mb_10k"), "rss", rss)
 

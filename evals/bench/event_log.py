@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from teacherforge.evals.paths import checkout_root
 from teacherforge.retrieval.index import ensure_index_schema
 from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
@@ -27,7 +28,7 @@ from teacherforge.store.snapshot import SnapshotPublisher
 from teacherforge.store.verify import verify
 from teacherforge.store.views import create_views
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "provenance.md"
+DOCS = checkout_root() / "docs" / "provenance.md"
 PLAN = {
     "tier": "direct",
     "persona": {"name": "p", "description": "d"},

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from teacherforge.agents.llm import Endpoint
+from teacherforge.evals.paths import checkout_root
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.runner import build_retriever, generate
 from teacherforge.retrieval.ingest import ingest_into
@@ -41,7 +42,7 @@ from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
 from teacherforge.store.views import create_views
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = checkout_root()
 EXAMPLES = ROOT / "examples" / "university"
 
 # The stub in its own process: the scripted good model, every reply after a fixed delay.

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from teacherforge.agents.llm import Endpoint
+from teacherforge.evals.paths import checkout_root
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.runner import generate
 from teacherforge.retrieval.ingest import ingest
@@ -29,7 +30,7 @@ from teacherforge.store.database import connect
 from teacherforge.store.events import EventLog
 from teacherforge.store.views import create_views
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "university"
+EXAMPLES = checkout_root() / "examples" / "university"
 
 
 def recorded_requests(con, run_id: str) -> list[dict]:

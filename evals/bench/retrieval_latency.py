@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from teacherforge.evals.paths import checkout_root
 from teacherforge.retrieval import bm25_index
 from teacherforge.retrieval.index import ensure_index_schema, load_chunks
 from teacherforge.retrieval.retriever import InMemoryRetriever
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.embed is not None:
-        corpus = Path(__file__).resolve().parents[2] / "examples" / "university"
+        corpus = checkout_root() / "examples" / "university"
         results = embed_throughput(args.embed or ["minilm-onnx-int8"], corpus)
         print(json.dumps({"cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "embedding": results}))
         return
