@@ -82,8 +82,7 @@ def test_prompt_templates_live_in_prompts():
     stray = [
         str(p.relative_to(ROOT))
         for p in ROOT.rglob("*.j2")
-        if ".venv" not in p.parts
-        and p.parts[len(ROOT.parts)] != "prompts"
+        if p.parts[len(ROOT.parts)] not in ("prompts", ".venv", "build", "dist", "out")
         and re.search(r"{%-?\s*block\s+(system|user)\b", p.read_text())
     ]
     assert not stray, f"prompt templates outside prompts/: {stray}"

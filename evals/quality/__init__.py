@@ -1,0 +1,1 @@
+"""The labelled quality set and its runner (python -m evals.quality)."""
