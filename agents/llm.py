@@ -126,6 +126,24 @@ class CallLimiter(Protocol):
     def observe(self, latency_ms: float, rate_limited: bool) -> None: ...
 
 
+class CallRefused(Exception):
+    """A call gate would not let an attempt go out (a run budget has no room); ``calls`` are the earlier
+    attempts of the same call, so the tokens they spent are still recorded."""
+
+    def __init__(self, message: str, detail: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.detail = detail or {}
+        self.calls: list[LLMCallRecord] = []
+
+
+class CallGate(Protocol):
+    """Admits an attempt before it is sent (run budgets, graph/budget.py) and settles it when it ends."""
+
+    async def admit(self, messages: list[dict[str, str]], max_tokens: int) -> Any: ...
+
+    def settle(self, ticket: Any, record: LLMCallRecord) -> None: ...
+
+
 def endpoint_failed(exc: BaseException) -> bool:
     """Did the server itself fail (unreachable, timed out, 5xx, 429)? Bad replies are the model's."""
     if isinstance(exc, openai.APIConnectionError):
@@ -202,6 +220,7 @@ class StructuredLLM:
         # Replicas of one model (--llm-url given several times): each attempt asks the router.
         self.router: EndpointRouter | None = None
         self.limiter: CallLimiter | None = None  # adaptive concurrency (--adaptive)
+        self.gate: CallGate | None = None  # run budgets: may hold or refuse (CallRefused) an attempt
         self._chats: dict[str, ChatOpenAI] = {}  # one client per replica URL, made on first use
 
     def _chat_for(self, endpoint: Endpoint) -> ChatOpenAI:
@@ -240,9 +259,19 @@ class StructuredLLM:
         return {"temperature": self.params.temperature, "max_tokens": self.params.max_tokens, "seed": seed}
 
     async def call(
-        self, agent: str, schema: type[T], prompt: RenderedPrompt, seed: int | None = None
+        self,
+        agent: str,
+        schema: type[T],
+        prompt: RenderedPrompt,
+        seed: int | None = None,
+        validate: Callable[[T], T] | None = None,
     ) -> AgentResult[T]:
-        """Ask for ``schema``; retry bad replies and transient errors; raise LLMCallFailed when exhausted."""
+        """Ask for ``schema``; retry bad replies and transient errors; raise LLMCallFailed when exhausted.
+
+        ``validate`` checks what a schema cannot (a turn index that exists, no duplicates): it returns
+        the object, possibly cleaned, or raises ``ValueError``. A reply it rejects is retried exactly
+        like one that did not parse, and its attempt is recorded with the error ``invalid: ...``.
+        """
         json_schema = _json_schema(schema)
         messages = prompt.messages
         if self.method != "json_schema":
@@ -261,9 +290,10 @@ class StructuredLLM:
             "request_hash": rhash,
         }
         recorded = self.replies.get(rhash) if self.replies is not None else None
-        if recorded is not None:
+        reused = _reusable(schema, recorded, validate) if recorded is not None else None
+        if recorded is not None and reused is not None:
             record = LLMCallRecord(**record_args, attempt=1, latency_ms=0.0, reused=True, **recorded)
-            return AgentResult(output=schema.model_validate(recorded["parsed"]), calls=[record])
+            return AgentResult(output=reused, calls=[record])
         if self.offline:
             record = LLMCallRecord(**record_args, attempt=1, latency_ms=0.0, error=OFFLINE_MISS)
             raise LLMCallFailed(agent, [record])
@@ -281,6 +311,7 @@ class StructuredLLM:
         try:
             async for attempt in retrying:
                 with attempt:
+                    ticket = await self.gate.admit(messages, self.params.max_tokens) if self.gate else None
                     endpoint = self.router.acquire() if self.router is not None else self.endpoint
                     record = LLMCallRecord(
                         **{**record_args, "endpoint": endpoint.url},
@@ -290,10 +321,16 @@ class StructuredLLM:
                     calls.append(record)
                     try:
                         parsed = await self._routed(endpoint, schema, seed, messages, record, deadline)
+                        output = _validated(schema.model_validate(parsed), validate, record)
                     finally:
+                        if self.gate is not None and ticket is not None:
+                            self.gate.settle(ticket, record)
                         if self.observer is not None:
                             self.observer(record)
-                    return AgentResult(output=schema.model_validate(parsed), calls=calls)
+                    return AgentResult(output=output, calls=calls)
+        except CallRefused as exc:
+            exc.calls = calls
+            raise
         except (*_RETRYABLE, _DeadlineExceeded) as exc:
             raise LLMCallFailed(agent, calls) from exc
         raise LLMCallFailed(agent, calls)  # pragma: no cover - tenacity reraises before this
@@ -386,6 +423,30 @@ class StructuredLLM:
             raise _BadReply(record.error) from exc
         record.parsed = parsed.model_dump()
         return record.parsed
+
+
+def _validated(output: T, validate: Callable[[T], T] | None, record: LLMCallRecord) -> T:
+    """Run the agent's own check on a parsed reply; a rejection becomes this attempt's error."""
+    if validate is None:
+        return output
+    try:
+        output = validate(output)
+    except ValueError as exc:
+        record.error = f"invalid: {_one_line(str(exc))}"
+        raise _BadReply(record.error) from exc
+    record.parsed = output.model_dump()
+    return output
+
+
+def _reusable(schema: type[T], recorded: dict[str, Any], validate: Callable[[T], T] | None) -> T | None:
+    """A recorded reply as the output, or None when today's check rejects it (then the model is asked)."""
+    output = schema.model_validate(recorded["parsed"])
+    if validate is None:
+        return output
+    try:
+        return validate(output)
+    except ValueError:
+        return None
 
 
 PROBE_MESSAGES = [{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]

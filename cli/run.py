@@ -31,11 +31,11 @@ from teacherforge.cli.retrieval import (
     store_settings,
 )
 from teacherforge.cli.run_stop import dry_run_command, finish_stopped, hard_exit, run_stoppable
-from teacherforge.graph.budget import Budget
+from teacherforge.graph.budget import Budget, outcome_text
 from teacherforge.graph.config import ConfigError, load_config
 from teacherforge.graph.feedback import seeded_jobs, seeds_for_run
 from teacherforge.graph.interrupt import StopControl
-from teacherforge.graph.lineage import resume_jobs, run_config
+from teacherforge.graph.lineage import resume_jobs, resume_replies, run_config
 from teacherforge.graph.runner import generate, new_run_id
 from teacherforge.graph.session import run_endpoints
 from teacherforge.graph.shard import (
@@ -48,7 +48,6 @@ from teacherforge.graph.shard import (
     shared_run_id,
 )
 from teacherforge.store.db_lock import note_run
-from teacherforge.store.replies import recorded_replies
 from teacherforge.store.run_queries import run_exists
 
 
@@ -111,7 +110,11 @@ def run(
         bool, typer.Option("--dry-run", help="Print the plan and an estimate of calls and tokens; no model.")
     ] = False,
     max_tokens: Annotated[
-        int | None, typer.Option(help="Stop taking samples once the run has used N tokens (in + out).")
+        int | None,
+        typer.Option(
+            help="Cap the run at N tokens (in + out): each call first reserves max_tokens + its prompt, "
+            "and one that does not fit is not sent."
+        ),
     ] = None,
     max_cost: Annotated[
         float | None, typer.Option(help="Stop taking samples at this cost in USD (needs --price-in/out).")
@@ -158,7 +161,7 @@ def run(
             )
             jobs, kept = resume_jobs(con, resume, cfg.n)
             jobs = keep_shard(jobs, sharding or run_shard(con, resume))  # a shard resumes its own slice
-            replies = recorded_replies(con, run_id=resume)
+            replies = resume_replies(con, resume)
             err.print(
                 f"resuming {resume}: {kept} sample(s) kept, {len(jobs)} to (re)generate", highlight=False
             )
@@ -222,12 +225,15 @@ def run(
         if retriever is not None:
             close_retriever(retriever)
     log.close()
+    con.close()  # not left to the collector: a stopped sample's traceback cycle would keep the file open
     err.print(
         f"run {summary.run_id}: {summary.accepted} accepted, {summary.rejected} rejected, "
         f"{summary.failed} failed, {summary.llm_calls} LLM calls ({summary.reused_calls} reused) "
         f"in {summary.wall_s:.1f}s",
         highlight=False,
     )
+    if summary.budget:
+        err.print(f"budget: {outcome_text(summary.budget)}", highlight=False)
     if as_json:
         print(json.dumps(summary.as_dict()), flush=True)
     finish_stopped(control, run_id, db)

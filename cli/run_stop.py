@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from teacherforge.cli.common import err, fail, out, read_only
-from teacherforge.graph.budget import Budget, dry_run_report
+from teacherforge.graph.budget import Budget, dry_run_report, outcome_text
 from teacherforge.graph.config import load_config
 from teacherforge.graph.interrupt import StopControl, exit_now, sigint_stops
 from teacherforge.store.chunk_tables import chunk_categories
@@ -59,12 +59,16 @@ def finish_stopped(control: StopControl, run_id: str, db: Path) -> None:
     if control.reason == "aborted":
         fail(f"{detail.get('message')}; fix it, then continue with: {resume_command(run_id, db)}")
     if control.reason == "budget_reached":
-        spent = f"{detail.get('tokens')} tokens"
-        if "cost_usd" in detail:
-            spent += f", {detail['cost_usd']:.4f} USD"
         flag = "--max-tokens" if detail.get("cap") == "max_tokens" else "--max-cost"
+        refused = detail.get("refused")
+        why = ""
+        if refused:  # the call that did not fit: say what its reservation was made of
+            why = (
+                f"; the next call needed {refused['tokens']:,} tokens reserved (max_tokens "
+                f"{refused['max_tokens']:,} + prompt ~{refused['prompt_estimate']:,})"
+            )
         err.print(
-            f"budget reached ({spent}; {flag} {detail.get('limit')}): no new samples were started; "
+            f"budget reached ({outcome_text(detail)}{why}): no new samples were started; "
             f"continue with: {resume_command(run_id, db)} {flag} <higher cap>",
             highlight=False,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import duckdb
 
 from teacherforge.graph.config import RunConfig
@@ -31,8 +33,12 @@ def resume_jobs(con: duckdb.DuckDBPyConnection, run_id: str, n: int) -> tuple[li
     """Jobs for every index whose sample is not accepted/rejected; failed and unfinished ones restart.
 
     Returns (jobs, kept) where kept counts samples that stay as they are. A ``--from-eval`` run's
-    jobs get their seeds back from ``run.started``, so the restarted plans are the same.
+    jobs get their seeds back from ``run.started``, so the restarted plans are the same. A fork run
+    resumes its one sample, at the parent's index, with the parent's seed and lineage.
     """
+    origin = (run_started(con, run_id) or {}).get("forked_from")
+    if origin:
+        return _resume_fork(con, run_id, origin)
     status = sample_statuses(con, run_id)
     seeds = run_seeds(con, run_id)
     jobs, kept = [], 0
@@ -45,6 +51,46 @@ def resume_jobs(con: duckdb.DuckDBPyConnection, run_id: str, n: int) -> tuple[li
         seed = with_chunks(con, seeds[index]) if seeds and index < len(seeds) else None
         jobs.append(SampleJob(index, sample_id, restart=started, seed=seed))
     return jobs, kept
+
+
+def resume_replies(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict]:
+    """Replies a resumed run may reuse: its own, and for a fork also the parent's up to the fork event."""
+    replies = recorded_replies(con, run_id=run_id)
+    origin = (run_started(con, run_id) or {}).get("forked_from")
+    rows = events_matching(con, origin["event_id"]) if origin else []
+    if len(rows) == 1 and rows[0][1] is not None:
+        replies = recorded_replies(con, sample_id=rows[0][1], up_to_seq=rows[0][2]) | replies
+    return replies
+
+
+def _resume_fork(con: duckdb.DuckDBPyConnection, run_id: str, origin: dict) -> tuple[list[SampleJob], int]:
+    """A fork run has no ``plan_seeds`` and its sample sits at the parent's index, not at 0..n-1.
+
+    Why: walking 0..n-1 re-planned index 0 from scratch, so the fork lost its seed (tier, turns,
+    technique, ``seeded_from``) and its parent, or a new sample 0 appeared next to the unfinished fork.
+    """
+    if not sample_has_events(con, origin["sample_id"]):
+        raise RunError(
+            f"{run_id} is a fork of {origin['sample_id']}, which is not in this database; "
+            "resume it in the file it was forked in"
+        )
+    job = _fork_sample_job(con, run_id, origin["sample_id"], origin["event_id"])
+    if sample_statuses(con, run_id).get(job.sample_id) in FINAL:
+        return [], 1
+    return [replace(job, restart=sample_has_events(con, job.sample_id))], 0
+
+
+def _fork_sample_job(con: duckdb.DuckDBPyConnection, fork_run: str, parent: str, event_id: str) -> SampleJob:
+    """The fork's job: the parent's plan index and seed (a seeded sample's fork keeps it), and lineage."""
+    planned = last_planned(con, parent)
+    index, seed = planned["index"], seed_of_planned(planned)
+    return SampleJob(
+        index,
+        f"{fork_run}-{index:05d}",
+        parent_sample_id=parent,
+        forked_from_event=event_id,
+        seed=with_chunks(con, seed) if seed else None,
+    )
 
 
 def fork_job(con: duckdb.DuckDBPyConnection, event_id: str) -> tuple[str, str, SampleJob, dict[str, dict]]:
@@ -60,14 +106,6 @@ def fork_job(con: duckdb.DuckDBPyConnection, event_id: str) -> tuple[str, str, S
             f"{found} sample event(s) match '{event_id}'; copy an event_id from replay --format json"
         )
     run_id, parent, seq = rows[0]
-    planned = last_planned(con, parent)
-    index, seed = planned["index"], seed_of_planned(planned)  # a seeded sample's fork keeps its seed
     fork_run = new_run_id()
-    job = SampleJob(
-        index,
-        f"{fork_run}-{index:05d}",
-        parent_sample_id=parent,
-        forked_from_event=event_id_at(con, parent, seq),
-        seed=with_chunks(con, seed) if seed else None,
-    )
+    job = _fork_sample_job(con, fork_run, parent, event_id_at(con, parent, seq))
     return run_id, fork_run, job, recorded_replies(con, sample_id=parent, up_to_seq=seq)

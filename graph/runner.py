@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import duckdb
 
 from teacherforge.agents.context import AgentContext
-from teacherforge.agents.llm import Endpoint, RetryPolicy, SamplingParams, StructuredLLM
+from teacherforge.agents.llm import CallRefused, Endpoint, RetryPolicy, SamplingParams, StructuredLLM
 from teacherforge.graph.budget import Budget, CallMeter
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.endpoint_pool import attach as attach_pools
@@ -56,9 +56,10 @@ class RunSummary:
     llm_calls: int
     reused_calls: int
     wall_s: float
+    budget: dict | None = None  # with a cap: spent, limit, and how far under or over (CallMeter.outcome)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None or k != "budget"}
 
 
 def new_run_id() -> str:
@@ -159,6 +160,7 @@ async def generate(
 
     for llm in (agents.generator, agents.critic):
         llm.replies, llm.offline, llm.observer = replies, offline, observe
+        llm.gate = meter if meter.budget.active else None  # each attempt reserves its worst case first
 
     def endpoint_changed(url: str, state: str, details: dict) -> None:  # a replica cooled down or came back
         log.append(run_id, f"endpoint.{state}", {"url": url, **details})
@@ -212,6 +214,12 @@ async def generate(
                     raise
                 progress["abandoned"].append(job.sample_id)  # unfinished: --resume restarts it
                 return
+            except CallRefused as exc:  # the budget has no room for its next call: unfinished, not failed
+                for call in exc.calls:  # earlier attempts of that call spent tokens: keep them counted
+                    log.append(run_id, "llm.call", vars(call), sample_id=job.sample_id, agent=call.agent)
+                control.request("budget_reached", **exc.detail)
+                progress["abandoned"].append(job.sample_id)  # --resume with a higher cap restarts it
+                return
             except Exception as exc:  # a bug must not lose the run: record it and go on
                 error = f"{type(exc).__name__}: {exc}"
                 log.append(
@@ -243,9 +251,13 @@ async def generate(
             control.detail.update(not_started=len(progress["skipped"]), abandoned=progress["abandoned"])
             spent = {"tokens_in": meter.tokens_in, "tokens_out": meter.tokens_out}
             budget_caps = {"budget": meter.budget.as_dict()} if meter.budget.active else {}
+            if status == "budget_reached":  # the final figures, not those when the stop was asked
+                control.detail.update(meter.outcome(control.detail.get("cap")))
             log.append(run_id, STOP_EVENTS[status], {**control.detail, **spent, **budget_caps})
         log.flush()
         summary = _summarise(con, run_id, started_at, round(time.perf_counter() - started, 3))
+        if meter.budget.active:
+            summary.budget = meter.outcome(control.detail.get("cap") if status == "budget_reached" else None)
         endpoints = {"endpoints": [s for pool in pools for s in pool.stats()]} if pools else {}
         log.append(run_id, "run.finished", {"status": status, **summary.as_dict(), **endpoints})
         log.flush()

@@ -209,3 +209,50 @@ def test_the_lineage_recipe_in_docs_is_the_one_tested_here():
 
     doc = " ".join((ROOT / "docs" / "student.md").read_text().split())
     assert " ".join(SEEDED_SAMPLES_SQL.split()) + ";" in doc
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_resumed_fork_of_a_seeded_sample_keeps_its_seed_index_and_lineage(evaluated, tmp_path, index):
+    """``run --resume FORK_RUN`` restarts the fork's own sample with the parent's seed and lineage.
+
+    The fork is a one-sample run at the parent's plan index; resume used to walk indexes 0..n-1 with
+    the run's ``plan_seeds`` (a fork has none): it re-planned index 0 unseeded and without its parent
+    (index 0), or planned a new sample 0 and left the fork unfinished (index 1).
+    """
+    db, eval_id, failed = evaluated
+    work = tmp_path / "forge.duckdb"
+    work.write_bytes(db.read_bytes())
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("max_attempts: 1\n")
+    with StubServer(GoodModel()) as stub:
+        first = cli("run", "--from-eval", eval_id, "--n", index + 1, "--db", work, "--llm-url", stub.url,
+                    "--config", cfg)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    parent = f"{first.stdout.splitlines()[0]}-{index:05d}"
+    turn = query(work, "SELECT event_id FROM events WHERE sample_id = ? AND type = 'turn.added' "
+                 "ORDER BY seq LIMIT 1", parent)[0][0]  # fmt: skip
+    with StubServer(GoodModel({"Critique": lambda body, n: http_error(503)})) as stub:
+        forked = cli(
+            "replay", parent, "--from", turn, "--db", work, "--llm-url", stub.url, "--format", "json"
+        )
+    assert forked.exit_code == 0, forked.output
+    fork_id = json.loads(forked.stdout)["sample_id"]
+    fork_run = fork_id.rsplit("-", 1)[0]
+    assert fork_id == f"{fork_run}-{index:05d}"
+    assert query(work, "SELECT status FROM samples WHERE sample_id = ?", fork_id) == [("failed",)]
+    before = planned(work, fork_id)
+    assert before["seeded_from"]["eval_item_id"] == failed[index]["item_id"]
+    with StubServer(GoodModel()) as stub:
+        resumed = cli("run", "--resume", fork_run, "--db", work, "--llm-url", stub.url, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 to (re)generate" in resumed.stderr
+    assert query(work, "SELECT sample_id, status FROM samples WHERE run_id = ?", fork_run) == [
+        (fork_id, "accepted")
+    ]  # the fork's own sample, no new sample 0
+    after = planned(work, fork_id)
+    for key in ("tier", "user_turns", "technique", "category", "persona", "anchor_chunk_id", "seeded_from"):
+        assert after[key] == before[key], key
+    assert (after["parent_sample_id"], after["forked_from_event"]) == (parent, turn)
+    assert seed_retrieval(work, fork_id)[-1] == (failed[index]["retrieved_chunk_ids"], "seeded")
+    lineage = query(work, "SELECT parent_sample_id FROM samples WHERE sample_id = ?", fork_id)
+    assert lineage == [(parent,)]
