@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -29,8 +30,34 @@ def failed_dimensions(critique: Critique, thresholds: CriticThresholds) -> list[
     return [name for name, minimum in thresholds.model_dump().items() if scores[name] < minimum]
 
 
+def critique_checker(n_turns: int) -> Callable[[Critique], Critique]:
+    """The check a critique must pass against the conversation it judges (StructuredLLM's ``validate``).
+
+    The schema already bounds the scores (1-5) and the index (0-40); this adds what only the
+    conversation knows: every problem names a turn that exists. Repeated problems are merged, not
+    refused. A critique that names a missing turn is retried, and after the last attempt the sample
+    fails with that reason; it never reaches the refiner as a list of nonsense problems.
+    """
+
+    def check(critique: Critique) -> Critique:
+        problems, seen = [], set()
+        for p in critique.problems:
+            if not 0 <= p.turn_index < n_turns:
+                raise ValueError(
+                    f"problem '{p.problem[:60]}' names turn {p.turn_index}, but the conversation has "
+                    f"turns 0-{n_turns - 1}"
+                )
+            key = (p.turn_index, " ".join(p.problem.lower().split()).rstrip("."))
+            if key not in seen:
+                seen.add(key)
+                problems.append(p)
+        return critique.model_copy(update={"problems": problems})
+
+    return check
+
+
 async def review(
     ctx: AgentContext, plan: Plan, chunks: list[dict[str, Any]], turns: list[dict[str, Any]], seed: int
 ) -> AgentResult[Critique]:
     prompt = ctx.prompts.render("critic", plan=plan, chunks=chunks, turns=turns)
-    return await ctx.critic.call("critic", Critique, prompt, seed=seed)
+    return await ctx.critic.call("critic", Critique, prompt, seed=seed, validate=critique_checker(len(turns)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -190,13 +190,22 @@ def _injection_rules(
 
 
 def check_conversation(
-    plan: Plan, turns: list[dict[str, Any]], chunk_text: dict[str, str], settings: RuleSettings | None = None
+    plan: Plan,
+    turns: list[dict[str, Any]],
+    chunk_text: dict[str, str],
+    settings: RuleSettings | None = None,
+    structure: Literal["plan", "alternating"] = "plan",
 ) -> list[RuleFailure]:
-    """Run every rule; ``chunk_text`` maps each chunk id retrieved for this sample to its text."""
+    """Run every rule; ``chunk_text`` maps each chunk id retrieved for this sample to its text.
+
+    ``structure="alternating"`` (``teacherforge check``, conversations without a plan) only asks for
+    user/assistant turns in turn, ending with the assistant, instead of the plan's number of turns.
+    """
     s = settings or RuleSettings()
     failures: list[RuleFailure] = []
     roles = [t["role"] for t in turns]
-    expected = ["user", "assistant"] * plan.user_turns
+    user_turns = plan.user_turns if structure == "plan" else max(1, (len(turns) + 1) // 2)
+    expected = ["user", "assistant"] * user_turns
     if roles != expected:
         failures.append(RuleFailure(rule="structure", detail=f"roles {roles} != expected {expected}"))
     seen_contents: set[str] = set()

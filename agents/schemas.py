@@ -46,25 +46,54 @@ class UserMessage(BaseModel):
     )
 
 
+MAX_QUOTE_CHARS = 300
+MAX_EVIDENCE = 4
+
+
+class Evidence(BaseModel):
+    """One verbatim span of a retrieved chunk that the answer rests on; the verifier checks it is real."""
+
+    chunk_id: ChunkId = Field(description="Id of the source the quote is copied from.")
+    quote: str = Field(
+        min_length=1, max_length=MAX_QUOTE_CHARS, description="A short span copied word for word from it."
+    )
+
+
+def _evidence_field() -> list[Evidence]:
+    """The same ``evidence`` field for the teacher's reply and the refiner's rewrite."""
+    return Field(
+        default_factory=list,
+        max_length=MAX_EVIDENCE,
+        description="Up to 4 short quotes copied from the sources that back the reply; empty when refusing.",
+    )
+
+
 class TeacherReply(BaseModel):
-    """The Agent-Teacher's answer: a hidden reasoning trace plus the visible reply."""
+    """The Agent-Teacher's answer: a hidden reasoning trace, the evidence it rests on, the visible reply.
+
+    ``evidence`` comes before ``content`` so a model commits to its quotes before it writes the reply.
+    """
 
     thought: str = Field(
         min_length=1,
         max_length=800,
         description="Private step-by-step reasoning that cites the chunk ids it uses, e.g. [c1].",
     )
+    evidence: list[Evidence] = _evidence_field()
     cited_chunk_ids: list[ChunkId] = Field(
         default_factory=list, max_length=8, description="Ids of the retrieved chunks the answer relies on."
     )
     content: str = Field(min_length=1, max_length=1200, description="The reply the user sees.")
 
 
+MAX_PROBLEM_CHARS = 300
+
+
 class TurnProblem(BaseModel):
     """One concrete problem the critic found, tied to a conversation turn."""
 
     turn_index: int = Field(ge=0, le=40, description="Index of the turn in the conversation (0 = first).")
-    problem: str = Field(min_length=1, max_length=300)
+    problem: str = Field(min_length=1, max_length=MAX_PROBLEM_CHARS)
 
 
 class CriticScores(BaseModel):
@@ -89,6 +118,7 @@ class RevisedTurn(BaseModel):
 
     turn_index: int = Field(ge=0, le=40)
     thought: str = Field(min_length=1, max_length=800)
+    evidence: list[Evidence] = _evidence_field()
     cited_chunk_ids: list[ChunkId] = Field(default_factory=list, max_length=8)
     content: str = Field(min_length=1, max_length=1200)
 
@@ -97,3 +127,13 @@ class Refinement(BaseModel):
     """The refiner's rewrite of the failing assistant turns."""
 
     revised_turns: list[RevisedTurn] = Field(min_length=1, max_length=4)
+
+
+def cited_ids(cited: list[str], evidence: list[Evidence] | list[dict[str, str]]) -> list[str]:
+    """``cited_chunk_ids`` as recorded: the model's list plus every evidence chunk, each once, in order.
+
+    Why: the event schema keeps ``cited_chunk_ids``; making it the union means a quote's chunk is always
+    a citation, so the rule that citations were retrieved also covers the evidence.
+    """
+    ids = [e["chunk_id"] if isinstance(e, dict) else e.chunk_id for e in evidence]
+    return list(dict.fromkeys([*cited, *ids]))

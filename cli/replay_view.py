@@ -21,6 +21,7 @@ from rich.text import Text
 from teacherforge.store.projection import SampleView, fold_with_snapshots
 
 CONVERSATION_EVENTS = {"turn.added", "turn.revised"}
+NARROW = 100  # below this many columns the timeline is stacked: a table would cut event names
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 # Called after each event in --step mode with (event, position, total); False stops the replay.
@@ -128,6 +129,9 @@ def _timeline_row(event: dict[str, Any], t0) -> list[str]:
     note = p.get("error") or p.get("template") or ""
     if event["type"] == "rules.checked":
         note = "passed" if p.get("passed") else ", ".join(f["rule"] for f in p.get("failures", []))
+    elif event["type"] == "verify.checked":
+        spans = (f"{f['check']} '{f['span']}'" for f in p.get("failures", []))
+        note = "passed" if p.get("passed") else ", ".join(spans)
     elif event["type"] == "critique.done":
         note = ("passed " if p.get("passed") else "failed ") + " ".join(
             f"{k[:5]}={v}" for k, v in p["scores"].items()
@@ -135,7 +139,10 @@ def _timeline_row(event: dict[str, Any], t0) -> list[str]:
     elif event["type"] == "refine.done":
         note = f"revision {p.get('revision')}: rewrote turns {p.get('changed_turns', [])}"
     elif event["type"] in ("sample.rejected", "sample.failed"):
-        note = "; ".join(str(r) for r in p.get("reasons", []))[:120]
+        note = "\n".join(dict.fromkeys(str(r) for r in p.get("reasons", []))) or (p.get("error") or "")
+    elif event["type"].startswith("review."):
+        detail = p.get("reason") or p.get("tag") or (f"turn {p['turn_index']}" if "turn_index" in p else "")
+        note = f"{p.get('reviewer')}: {detail}" if detail else str(p.get("reviewer"))
     offset = (event["ts"] - t0).total_seconds()
     return [
         str(event["seq"]),
@@ -146,6 +153,32 @@ def _timeline_row(event: dict[str, Any], t0) -> list[str]:
         tokens,
         str(note),
     ]
+
+
+def print_timeline(console: Console, sample_id: str, events: list[dict[str, Any]]) -> None:
+    """A table on a wide terminal; on a narrow one each event on its own line with its details below,
+    so event names are never cut and reasons are never squeezed into one word per line."""
+    t0 = events[0]["ts"]
+    rows = [_timeline_row(event, t0) for event in events]
+    if console.width >= NARROW:
+        table = Table(title=f"timeline of {sample_id}", show_lines=False)
+        for column in ("seq", "time", "agent"):
+            table.add_column(column, no_wrap=True, justify="right" if column == "seq" else "left")
+        table.add_column("event", no_wrap=True, min_width=max(len(r[3]) for r in rows))
+        table.add_column("latency ms", no_wrap=True, justify="right")
+        table.add_column("tokens in/out", no_wrap=True)
+        table.add_column("detail", overflow="fold", ratio=1)
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        console.print(table)
+        return
+    console.print(Text(f"timeline of {sample_id}", "bold"))
+    for seq, when, agent, kind, latency, tokens, note in rows:
+        facts = [f"{seq:>3}", when, kind, f"({agent})" if agent else "",
+                 f"{latency} ms" if latency else "", f"tokens {tokens}" if tokens else ""]  # fmt: skip
+        console.print(Text(" ".join(x for x in facts if x)), overflow="fold")
+        for line in str(note).splitlines():
+            console.print(Text(f"      {line}", "dim"), overflow="fold")
 
 
 def _conversation_panel(view: SampleView, title: str) -> Panel:
@@ -178,13 +211,7 @@ def print_replay(
     """
     if not events:
         return
-    t0 = events[0]["ts"]
-    table = Table(title=f"timeline of {sample_id}", show_lines=False)
-    for column in ("seq", "time", "agent", "event", "latency ms", "tokens in/out", "detail"):
-        table.add_column(column)
-    for event in events:
-        table.add_row(*_timeline_row(event, t0))
-    console.print(table)
+    print_timeline(console, sample_id, events)
     snapshots = fold_with_snapshots(sample_id, events)
     found = revisions(snapshots)
     by_seq = {r["seq"]: r for r in found if r["seq"] is not None}
@@ -208,5 +235,12 @@ def print_replay(
         console.print(revision_panel(revision))
     final = snapshots[-1][1]
     console.print(f"status: [bold]{final.status}[/bold]  revisions: {final.revisions}")
-    for reason in final.reasons:
+    for reason in dict.fromkeys(final.reasons):
         console.print(Text(f"  reason: {reason}"))
+    if final.review:
+        review = final.review
+        decided = f"{review['decision']} by {review.get('reviewer')}" if review.get("decision") else "not decided"
+        why = f" ({review['reason']})" if review.get("reason") else ""
+        extra = [f"tags {', '.join(review['tags'])}"] if review.get("tags") else []
+        extra += [f"edited turns {review['edited_turns']}"] if review.get("edited_turns") else []
+        console.print(Text(f"review: {decided}{why}" + "".join(f"; {x}" for x in extra)))

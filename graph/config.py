@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from teacherforge.agents.critic import CriticThresholds
 from teacherforge.agents.planner import DEFAULT_PERSONAS, PlanSettings
 from teacherforge.agents.rules import RuleSettings
+from teacherforge.agents.verifier import VerifierSettings
 from teacherforge.retrieval.embedder import DEFAULT_EMBEDDER
 from teacherforge.retrieval.retriever import SearchMode
 
@@ -61,6 +62,7 @@ class RunConfig(BaseModel):
     prompt_dir: Path | None = None
     plan: PlanSettings = Field(default_factory=PlanSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
     critic_thresholds: CriticThresholds = Field(default_factory=CriticThresholds)
     # Sections read by `teacherforge train` / `eval` (validated there), so one YAML can hold a whole loop.
     train: dict | None = None

@@ -14,10 +14,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from teacherforge.agents import critic, persona_user, refiner, rules, teacher
+from teacherforge.agents import persona_user, refiner, teacher
 from teacherforge.agents.llm import LLMCallFailed, LLMCallRecord
 from teacherforge.agents.planner import PlanSeed, plan_sample, plan_seeded
-from teacherforge.agents.schemas import Plan, TurnProblem
+from teacherforge.agents.schemas import Plan, TurnProblem, cited_ids
+from teacherforge.graph import gate
 from teacherforge.graph.state import RunDeps, SampleState
 from teacherforge.retrieval.retriever import ScoredChunk
 
@@ -164,7 +165,8 @@ async def teacher_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
         "role": "assistant",
         "content": reply.content.strip(),
         "thought": reply.thought.strip(),
-        "cited_chunk_ids": reply.cited_chunk_ids,
+        "evidence": [e.model_dump() for e in reply.evidence],
+        "cited_chunk_ids": cited_ids(reply.cited_chunk_ids, reply.evidence),
         "retrieved_chunk_ids": [h.chunk_id for h in hits],
     }
     deps.log.append(
@@ -175,21 +177,26 @@ async def teacher_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
 
 
 async def rules_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
-    """Advisory failures are recorded (and shown to the critic's log) but do not send a sample back."""
-    deps, plan = runtime.context, Plan.model_validate(state["plan"])
-    failures = rules.check_conversation(plan, state["turns"], state["chunk_text"], deps.config.rules)
-    blocking = rules.blocking(failures)
-    payload = {
-        "revision": state["revisions"],
-        "passed": not blocking,
-        "failures": [f.model_dump() for f in failures],
+    """The deterministic gate (graph/gate.py): the rules, then the verifier on every assistant turn.
+
+    Each records its own event (``rules.checked``, ``verify.checked``). A blocking failure of either
+    sends the sample to the refiner with the exact span to fix; advisory ones are recorded only.
+    """
+    deps, plan, sid = runtime.context, Plan.model_validate(state["plan"]), state["sample_id"]
+    checked = gate.check(plan, state["turns"], state["chunk_text"], deps.config.rules, deps.config.verifier)
+    revision = state["revisions"]
+    for kind, agent, failures, blocking in (
+        ("rules.checked", "rules", checked.rule_failures, checked.blocking_rules),
+        ("verify.checked", "verifier", checked.verifier_failures, checked.blocking_verifier),
+    ):
+        dumped = [f.model_dump() for f in failures]
+        payload = {"revision": revision, "passed": not blocking, "failures": dumped}
+        deps.log.append(deps.run_id, kind, payload, sample_id=sid, agent=agent)
+    return {
+        "rule_failures": [f.model_dump() for f in checked.blocking_rules],
+        "verifier_failures": [f.model_dump() for f in checked.blocking_verifier],
+        "problems": checked.problems(),
     }
-    deps.log.append(deps.run_id, "rules.checked", payload, sample_id=state["sample_id"], agent="rules")
-    problems = [
-        {"turn_index": f.turn_index if f.turn_index is not None else 0, "problem": f"{f.rule}: {f.detail}"}
-        for f in blocking
-    ]
-    return {"rule_failures": [f.model_dump() for f in blocking], "problems": problems}
 
 
 def _sample_chunks(state: SampleState, turn: int | None = None) -> list[dict[str, Any]]:
@@ -199,30 +206,23 @@ def _sample_chunks(state: SampleState, turn: int | None = None) -> list[dict[str
 
 
 async def critic_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
+    """A critique that names missing turns is retried, then fails the sample (agents/critic.py)."""
     deps, plan, sid = runtime.context, Plan.model_validate(state["plan"]), state["sample_id"]
     try:
-        result = await critic.review(
+        verdict = await gate.review(
             deps.agents,
             plan,
             _sample_chunks(state),
             state["turns"],
+            deps.config.critic_thresholds,
             _seed(deps, state["index"], "critic", state["revisions"]),
         )
     except LLMCallFailed as exc:
         return _failed(deps, sid, exc)
-    _record_calls(deps, sid, result.calls)
-    failed = critic.failed_dimensions(result.output, deps.config.critic_thresholds)
-    payload = {
-        "revision": state["revisions"],
-        **result.output.model_dump(),
-        "passed": not failed,
-        "failed_dimensions": failed,
-    }
+    _record_calls(deps, sid, verdict.calls)
+    payload = verdict.payload(state["revisions"])
     deps.log.append(deps.run_id, "critique.done", payload, sample_id=sid, agent="critic")
-    problems = [p.model_dump() for p in result.output.problems]
-    if failed and not problems:
-        problems = [{"turn_index": 1, "problem": f"scored below threshold on {', '.join(failed)}"}]
-    return {"critique": payload, "problems": problems}
+    return {"critique": payload, "problems": verdict.problems(state["turns"])}
 
 
 def failing_assistant_turns(turns: list[dict[str, Any]], problems: list[dict[str, Any]]) -> list[int]:
@@ -262,7 +262,8 @@ async def refine_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
             **turns[i],
             "content": revised.content.strip(),
             "thought": revised.thought.strip(),
-            "cited_chunk_ids": revised.cited_chunk_ids,
+            "evidence": [e.model_dump() for e in revised.evidence],
+            "cited_chunk_ids": cited_ids(revised.cited_chunk_ids, revised.evidence),
         }
         changed.append(i)
         deps.log.append(
@@ -297,11 +298,11 @@ async def accept_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
 
 async def reject_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleState:
     deps = runtime.context
-    reasons = [f"rule {f['rule']}: {f['detail']}" for f in state.get("rule_failures") or []]
+    reasons = gate.rule_reasons(state.get("rule_failures") or [])
+    reasons += gate.verifier_reasons(state.get("verifier_failures") or [])
     critique = state.get("critique")
     if not reasons and critique:
-        reasons = [f"critic: {dim} below threshold" for dim in critique["failed_dimensions"]]
-        reasons += [f"critic turn {p['turn_index']}: {p['problem']}" for p in critique.get("problems", [])]
+        reasons = gate.critic_reasons(critique)
     payload = {"revisions": state["revisions"], "reasons": reasons}
     deps.log.append(deps.run_id, "sample.rejected", payload, sample_id=state["sample_id"])
     return {"status": "rejected", "reasons": reasons}

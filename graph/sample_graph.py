@@ -1,6 +1,6 @@
 """The state machine of one sample (one LangGraph run, thread_id = sample_id).
 
-plan → seed_context → user_turn ⇄ teacher_turn → rules → critic → accept
+plan → seed_context → user_turn ⇄ teacher_turn → rules → critic → accept     (rules = rules + verifier)
                                                   ↑   ↓ fail     ↓ fail
                                                   └─ refine ←────┘  (until max_revisions, then reject)
 Any node whose model calls exhaust their retries routes to ``fail``.
@@ -35,7 +35,8 @@ def after_teacher(state: SampleState) -> str:
 
 
 def after_rules(state: SampleState, runtime: Runtime[RunDeps]) -> str:
-    if not state["rule_failures"]:
+    """Rules and verifier both gate the critic: any blocking failure of either goes to the refiner."""
+    if not state["rule_failures"] and not state.get("verifier_failures"):
         return "critic"
     return "refine" if state["revisions"] < runtime.context.config.max_revisions else "reject"
 

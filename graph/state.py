@@ -22,7 +22,8 @@ class SampleState(TypedDict, total=False):
     turns: list[dict[str, Any]]
     chunk_text: dict[str, str]
     revisions: int
-    rule_failures: list[dict[str, Any]]
+    rule_failures: list[dict[str, Any]]  # blocking ones only; all are in the rules.checked event
+    verifier_failures: list[dict[str, Any]]  # blocking ones only; all are in the verify.checked event
     critique: dict[str, Any] | None
     problems: list[dict[str, Any]]
     status: str

@@ -16,6 +16,7 @@ import duckdb
 from teacherforge.store.event_filter import event_filter
 
 TERMINAL_TYPES = {"sample.accepted": "accepted", "sample.rejected": "rejected", "sample.failed": "failed"}
+DECISIONS = {"review.approved": "approved", "review.rejected": "rejected"}
 
 
 @dataclass
@@ -31,6 +32,8 @@ class SampleView:
     source_chunk_ids: list[str] = field(default_factory=list)
     teacher_model: str | None = None
     error: str | None = None
+    # A person's review (teacherforge ui): decision, reason, reviewer, tags, edited_turns; {} if none.
+    review: dict[str, Any] = field(default_factory=dict)
 
     @property
     def last_scores(self) -> dict[str, int] | None:
@@ -67,11 +70,30 @@ def apply(view: SampleView, event: dict[str, Any]) -> SampleView:
         view.reasons = payload.get("reasons", [])
         view.revisions = payload.get("revisions", view.revisions)
         view.error = payload.get("error")
+    elif kind.startswith("review."):
+        _review(view, kind, payload)
     return view
 
 
+def _review(view: SampleView, kind: str, payload: dict[str, Any]) -> None:
+    """A human decision: the latest approve/reject wins, tags add up, an edit replaces a turn's text."""
+    review = view.review
+    if kind in DECISIONS:
+        review.update(decision=DECISIONS[kind], reason=payload.get("reason"))
+        review["reviewer"] = payload.get("reviewer")
+    elif kind == "review.tagged" and payload.get("tag") not in review.setdefault("tags", []):
+        review["tags"].append(payload.get("tag"))
+    elif kind == "review.edited":
+        index = payload.get("turn_index")
+        if isinstance(index, int) and 0 <= index < len(view.turns):
+            view.turns[index] = {**view.turns[index], "content": payload.get("after", "")}
+            edited = review.setdefault("edited_turns", [])
+            if index not in edited:
+                edited.append(index)
+
+
 def _turn(payload: dict[str, Any]) -> dict[str, Any]:
-    keys = ("role", "content", "thought", "cited_chunk_ids", "retrieved_chunk_ids")
+    keys = ("role", "content", "thought", "evidence", "cited_chunk_ids", "retrieved_chunk_ids")
     return {k: payload[k] for k in keys if k in payload}
 
 

@@ -41,6 +41,22 @@ def sources(body: dict) -> list[tuple[str, str]]:
     return SOURCE.findall(user_text(body))
 
 
+def turn_sources(prompt: str, turn: int) -> list[tuple[str, str]]:
+    """The refiner prompt's sources for one failing turn (each turn has its own 'Sources for turn N:')."""
+    block = prompt.split(f"Sources for turn {turn}:", 1)[-1].split("Sources for turn ", 1)[0]
+    return SOURCE.findall(block) or SOURCE.findall(prompt)
+
+
+def passage_of(words: list[str], limit: int) -> str:
+    """Whole words up to ``limit`` characters: a figure is never cut in half ("$1,200" -> "$1,2")."""
+    out = ""
+    for word in words:
+        if len(out) + len(word) + 1 > limit:
+            break
+        out = f"{out} {word}" if out else word
+    return out or " ".join(words)[:limit]
+
+
 class GoodModel:
     """Callable responder; ``overrides`` maps a schema name to a function that may replace the reply."""
 
@@ -84,6 +100,7 @@ class GoodModel:
             refusal = REFUSAL.format(topic=f"'{asked}'")
             return {
                 "thought": "None of the sources mention this topic.",
+                "evidence": [],
                 "cited_chunk_ids": [],
                 "content": refusal,
             }
@@ -91,10 +108,12 @@ class GoodModel:
         chunk_id, text = found[turn % len(found)]
         words = text.split()
         start = (turn * 15) % max(1, len(words) - 20)  # a different passage each turn: no repeated answers
+        passage = passage_of(words[start:], 300)
         return {
             "thought": f"The question is answered by [{chunk_id}].",
+            "evidence": [{"chunk_id": chunk_id, "quote": passage}],
             "cited_chunk_ids": [chunk_id],
-            "content": "According to the documents: " + " ".join(words[start:])[:300],
+            "content": "According to the documents: " + passage,
         }
 
     def _Critique(self, body: dict) -> dict:
@@ -106,31 +125,33 @@ class GoodModel:
     def _Refinement(self, body: dict) -> dict:
         prompt = user_text(body)
         failing = [int(x) for x in re.findall(r"\d+", prompt.rsplit("Failing assistant turns:", 1)[1])]
-        found = sources(body)
-        chunk_id, text = found[0]
         if REFINER_HARD_NEGATIVE in system_text(body):
             return {
                 "revised_turns": [
                     {
                         "turn_index": i,
                         "thought": "Not in the sources.",
+                        "evidence": [],
                         "cited_chunk_ids": [],
-                        "content": REFUSAL.format(topic=f"question {i}"),
+                        "content": REFUSAL.format(topic="this question"),
                     }
                     for i in failing
                 ]
             }
-        return {
-            "revised_turns": [
+        revised = []
+        for i in failing:
+            chunk_id, text = turn_sources(prompt, i)[0]
+            passage = passage_of(text.split(), 200)
+            revised.append(
                 {
                     "turn_index": i,
                     "thought": f"Rewritten from [{chunk_id}].",
+                    "evidence": [{"chunk_id": chunk_id, "quote": passage}],
                     "cited_chunk_ids": [chunk_id],
-                    "content": "Revised answer: " + " ".join(text.split())[:200],
+                    "content": "Revised answer: " + passage,
                 }
-                for i in failing
-            ]
-        }
+            )
+        return {"revised_turns": revised}
 
 
 def failing_critique(problem_turn: int = 1) -> dict:

@@ -48,13 +48,16 @@ def test_real_model_run_through_all_agents_and_clean_shutdown(tmp_path: Path):
     db = tmp_path / "forge.duckdb"
     assert tf("ingest", EXAMPLES, "--db", db).returncode == 0
     config = tmp_path / "run.yaml"
-    # All rules advisory and a strict critic, so both the critic and the refiner are exercised.
+    # All rules and verifier checks advisory and a strict critic, so both the critic and the refiner
+    # are exercised.
     config.write_text(
         "n: 2\nconcurrency: 2\nmax_revisions: 1\nseed: 1\n"
         "plan: {min_user_turns: 1, max_user_turns: 1, hard_negative_rate: 0, multi_source_rate: 0.5}\n"
         "rules: {advisory: [structure, empty_turn, length, repetition, thought_missing, "
         "citation_not_retrieved, refusal_missing, invented_facts, ungrounded_numbers, prompt_leak, "
         "injection_echo]}\n"
+        "verifier: {advisory: [quote_not_in_chunk, unsupported_figure, no_evidence, refusal_with_figures, "
+        "leaked_markup]}\n"
         "critic_thresholds: {groundedness: 5, persona_fidelity: 5, tier_match: 5, "
         "refusal_correctness: 5, naturalness: 5}\n"
     )
