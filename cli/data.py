@@ -49,7 +49,7 @@ def ingest(
         float, typer.Option(help="Skip (and list) files larger than this many MiB.")
     ] = MAX_FILE_BYTES / 2**20,
     redact_pii: Annotated[
-        bool, typer.Option("--redact-pii", help="Replace emails, phones, card/IBAN/ID numbers with [KIND].")
+        bool, typer.Option("--redact-pii", help="Replace e-mails, phones, card/IBAN/ID numbers, names and postal addresses with [KIND].")
     ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="If another process writes to --db, wait for it; do not fail.")
@@ -79,11 +79,19 @@ def ingest(
             )
             sync = sync_weaviate(con, settings, err, log, summary.ingest_id) if settings else None
         finally:
-            log.close()
+            try:
+                log.close()
+            finally:
+                con.close()  # now, not when the frame goes: a failing exit keeps the frame alive
     except USER_ERRORS as exc:
         fail(str(exc))
     for line in summary_lines(summary, sync):
         out.print(line, highlight=False)
+    if summary.all_skipped:  # the events are recorded; the exit code tells a script nothing is there
+        n = len(summary.skipped)
+        kinds = ", ".join(f"{count} {kind}" for kind, count in summary.skip_kinds())
+        which = f"all {n} files were" if n > 1 else "the only file was"
+        fail(f"{which} skipped ({kinds}); nothing was ingested")
 
 
 @app.command()

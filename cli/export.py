@@ -46,7 +46,10 @@ def export(
     category: Many = None,
     since: Since = None,
     until: Until = None,
-    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Mask e-mails, phones, IBANs ...")] = False,
+    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Mask e-mails, phones, card/IBAN/ID numbers, names, addresses.")] = False,
+    approved_only: Annotated[
+        bool, typer.Option("--approved-only", help="Only samples a person approved in 'teacherforge ui'.")
+    ] = False,
 ) -> None:
     """Write a run's accepted conversations (or, for inspection, rejected/all) as training data."""
     from teacherforge.dataset.export import DEFAULT_SYSTEM, build_records, redacted
@@ -77,6 +80,7 @@ def export(
             status=status, min_score=overall, min_scores=per_dimension, tiers=tier or [],
             techniques=technique or [], personas=persona or [], categories=category or [],
             since=parse_when(since, "--since"), until=parse_when(until, "--until", end_of_day=True),
+            approved_only=approved_only,
         )  # fmt: skip
         redact = _redactor() if redact_pii else None
         con = read_only(db)
@@ -105,6 +109,7 @@ def export(
         warn(_left_out(selection))
     if redact:
         warn("personal data redacted (--redact-pii)")
+    _warn_queued_reviews(db)
     for path in files:
         if path.name == "dataset_info.json":
             say(f"LLaMA-Factory entries: {path}")
@@ -137,6 +142,16 @@ def _left_out(selection: Any) -> str:
         return ""
     reasons = ", ".join(f"{n} by {reason}" for reason, n in sorted(selection.excluded.items()))
     return f"filtered out {sum(selection.excluded.values())} of {selection.considered}: {reasons}"
+
+
+def _warn_queued_reviews(db: Path) -> None:
+    """Decisions made in 'teacherforge ui' while a run wrote are not in the log yet, so not in this export."""
+    from teacherforge.store.review_queue import pending
+
+    queued = pending(db)
+    if queued:
+        warn(f"{len(queued)} review decision(s) are still queued in {db.name}.reviews.jsonl and not in this "
+             "export; they land when 'teacherforge ui' or the next writer opens the database")  # fmt: skip
 
 
 def _redactor():

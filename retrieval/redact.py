@@ -1,9 +1,12 @@
-"""PII redaction by a documented pattern list: typed placeholders such as ``[EMAIL]`` replace each find.
+"""PII redaction: typed placeholders such as ``[EMAIL]`` replace each find.
 
-Why patterns and not presidio: presidio-analyzer needs spaCy plus a language model that comes from
-spaCy's model hub (not PyPI), so it cannot be installed offline or in CI here; and for the kinds
-redacted here presidio itself uses regexes with checksums too. What patterns cannot do is names and
-addresses (presidio's NER would); those are not redacted. Figures: docs/reliability.md.
+Why not presidio: presidio-analyzer needs spaCy plus a language model from spaCy's model hub (not
+PyPI), so it cannot be installed offline or in CI here; and for the pattern kinds below presidio
+itself uses regexes with checksums too. Names and postal addresses are found by
+:mod:`teacherforge.retrieval.redact_entities`: ADDRESS by rules, NAME by the small spaCy English NER
+that the ``pii`` extra installs from PyPI, plus cue rules (the only NAME finder without the extra;
+a warning says so once). ``kinds=PATTERN_KINDS`` keeps the pattern-only behaviour. Figures:
+docs/reliability.md.
 
 Patterns, in priority order (an earlier kind wins where two overlap):
 
@@ -15,15 +18,20 @@ SSN         US 123-45-6789 (not 000/666/9xx area, 00 group, 0000 serial), or 9 d
 NI_NUMBER   UK National Insurance AB123456C (official prefix letters, suffix A-D; spaces allowed)
 PHONE       10-15 digits in 2+ groups split by space/dot/dash, optional +country code and (area);
             not a date (2024-03-15, 15.03.2024), a range of years or a dotted IPv4 address
+ADDRESS     house number + street + type word, continental forms, PO boxes, + city/state/postcode
+NAME        spaCy PERSON entities (pii extra) and cue rules; not inside a building/award/org name
 =========== ===========================================================================
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from teacherforge.retrieval.redact_entities import find_addresses, find_names
 
 
 @dataclass(frozen=True)
@@ -119,13 +127,25 @@ PATTERNS: list[tuple[str, re.Pattern[str], Validator | None]] = [
         _phone_ok,
     ),
 ]
-KINDS = tuple(dict.fromkeys(kind for kind, _, _ in PATTERNS))
+PATTERN_KINDS = tuple(dict.fromkeys(kind for kind, _, _ in PATTERNS))
+ENTITY_KINDS = ("ADDRESS", "NAME")  # after the pattern kinds: a pattern find wins an overlap
+KINDS = PATTERN_KINDS + ENTITY_KINDS
 
 
-def find_pii(text: str) -> list[Finding]:
-    """Validated, non-overlapping findings in text order; an earlier pattern wins an overlap."""
+def find_pii(text: str, kinds: Collection[str] | None = None, ner: bool | None = None) -> list[Finding]:
+    """Validated, non-overlapping findings in text order; an earlier kind wins an overlap.
+
+    ``kinds``: which kinds to look for (default all of ``KINDS``; ``PATTERN_KINDS`` = patterns only).
+    ``ner``: for NAME, None = the spaCy model when the ``pii`` extra is installed, else cue rules and a
+    warning; True = the model or a RuntimeError naming the install command; False = cue rules only.
+    """
+    wanted = set(KINDS if kinds is None else kinds)
+    if wanted - set(KINDS):
+        raise ValueError(f"unknown PII kind(s) {sorted(wanted - set(KINDS))}; known: {', '.join(KINDS)}")
     accepted: list[Finding] = []
     for kind, pattern, validator in PATTERNS:
+        if kind not in wanted:
+            continue
         for match in pattern.finditer(text):
             group = 1 if pattern.groups else 0
             start, end = match.span(group)
@@ -135,12 +155,18 @@ def find_pii(text: str) -> list[Finding]:
             if any(start < f.end and f.start < end for f in accepted):
                 continue
             accepted.append(Finding(kind, start, end, value))
+    for kind, finder in (("ADDRESS", find_addresses), ("NAME", partial(find_names, ner=ner))):
+        if kind in wanted:
+            spans = finder(text, [(f.start, f.end) for f in accepted])
+            accepted += [Finding(kind, start, end, text[start:end]) for start, end in spans]
     return sorted(accepted, key=lambda f: f.start)
 
 
-def redact_text(text: str) -> tuple[str, list[Finding]]:
+def redact_text(
+    text: str, kinds: Collection[str] | None = None, ner: bool | None = None
+) -> tuple[str, list[Finding]]:
     """``text`` with every finding replaced by its typed placeholder, and the findings."""
-    findings = find_pii(text)
+    findings = find_pii(text, kinds, ner)
     parts, last = [], 0
     for f in findings:
         parts += [text[last : f.start], f.placeholder]
@@ -152,31 +178,36 @@ def redact_text(text: str) -> tuple[str, list[Finding]]:
 KEEP_KEYS = frozenset({"role", "name", "tool_call_id", "type"})
 
 
-def _redact_value(value: Any) -> Any:
+def _redact_value(value: Any, kinds: Collection[str] | None, ner: bool | None) -> Any:
     if isinstance(value, str):
-        return redact_text(value)[0]
+        return redact_text(value, kinds, ner)[0]
     if isinstance(value, list):
-        return [_redact_value(v) for v in value]
+        return [_redact_value(v, kinds, ner) for v in value]
     if isinstance(value, dict):
-        return {k: v if k in KEEP_KEYS else _redact_value(v) for k, v in value.items()}
+        return {k: v if k in KEEP_KEYS else _redact_value(v, kinds, ner) for k, v in value.items()}
     return value
 
 
-def redact_messages(messages: list[dict]) -> list[dict]:
+def redact_messages(
+    messages: list[dict], kinds: Collection[str] | None = None, ner: bool | None = None
+) -> list[dict]:
     """New chat messages with PII redacted in every text field (content, thought, content parts).
 
-    ``role``/``name``-like keys are left alone; the input is not modified.
+    ``role``/``name``-like keys are left alone; the input is not modified. ``kinds``/``ner``: see
+    :func:`find_pii`.
     """
-    return [_redact_value(message) for message in messages]
+    return [_redact_value(message, kinds, ner) for message in messages]
 
 
-def redaction_counts(messages: list[dict]) -> dict[str, int]:
+def redaction_counts(
+    messages: list[dict], kinds: Collection[str] | None = None, ner: bool | None = None
+) -> dict[str, int]:
     """How many findings of each kind the messages hold (for an export summary or event)."""
     counts: dict[str, int] = {}
 
     def walk(value: Any) -> None:
         if isinstance(value, str):
-            for f in find_pii(value):
+            for f in find_pii(value, kinds, ner):
                 counts[f.kind] = counts.get(f.kind, 0) + 1
         elif isinstance(value, list):
             for v in value:
@@ -190,13 +221,15 @@ def redaction_counts(messages: list[dict]) -> dict[str, int]:
     return counts
 
 
-def redact_document(doc: Any) -> dict[str, int]:
+def redact_document(
+    doc: Any, kinds: Collection[str] | None = None, ner: bool | None = None
+) -> dict[str, int]:
     """Redact a loaded :class:`~teacherforge.retrieval.documents.Document` in place (``ingest --redact-pii``).
 
     Section and page offsets are moved by the length change of the placeholders before them, so
     chunks still know their section and page. Returns the number of findings per kind.
     """
-    text, findings = redact_text(doc.text)
+    text, findings = redact_text(doc.text, kinds, ner)
     if not findings:
         return {}
 

