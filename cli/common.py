@@ -67,7 +67,20 @@ def open_writer(db: Path, wait: bool = False):
     create_views(con)
     # other processes cannot open the file now: sql/replay/runs read this snapshot (store/snapshot.py)
     snapshot = SnapshotPublisher(db) if str(db) != ":memory:" else None
-    return con, EventLog(con, snapshot=snapshot)
+    log = EventLog(con, snapshot=snapshot)
+    if str(db) != ":memory:":
+        land_queued_reviews(db, con, log)
+    return con, log
+
+
+def land_queued_reviews(db: Path, con, log: EventLog) -> None:
+    """Review decisions queued by 'teacherforge ui' while another writer held the file land now
+    (store/review_queue.py), so a long run never keeps them waiting until it ends."""
+    from teacherforge.store.review_queue import drain
+
+    landed = drain(db, con, log)
+    if landed:
+        err.print(f"landed {landed} review decision(s) queued by 'teacherforge ui'", highlight=False)
 
 
 def read_only(db: Path):
@@ -75,10 +88,10 @@ def read_only(db: Path):
 
 
 def open_for_reading(db: Path):
-    """Read-only; while another process writes the file, the snapshot it publishes (with a notice)."""
-    from teacherforge.store.snapshot import open_for_reading as open_file_or_snapshot
+    """Read-only; while another process writes the file, a snapshot it publishes on our request."""
+    from teacherforge.store import snapshot
 
-    con, notice = open_file_or_snapshot(db)
+    con, notice = snapshot.open_for_reading(db, wait_s=snapshot.REQUEST_WAIT_S)
     if notice:
         err.print(notice, highlight=False)
     return con

@@ -49,7 +49,10 @@ def ingest(
         float, typer.Option(help="Skip (and list) files larger than this many MiB.")
     ] = MAX_FILE_BYTES / 2**20,
     redact_pii: Annotated[
-        bool, typer.Option("--redact-pii", help="Replace e-mails, phones, card/IBAN/ID numbers, names and postal addresses with [KIND].")
+        bool,
+        typer.Option(
+            "--redact-pii", help="Replace e-mails, phones, card/IBAN/ID numbers, names, addresses: [KIND]."
+        ),
     ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="If another process writes to --db, wait for it; do not fail.")

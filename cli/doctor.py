@@ -334,8 +334,8 @@ def check_snapshot(db: Path, owner: int | None = None, now: float | None = None)
         return Check(
             "snapshot",
             "warn",
-            f"pid {owner} writes but has published no {path.name} yet: sql/replay/export cannot read it",
-            "retry in a few seconds (it publishes after its first events)",
+            f"pid {owner} writes and has published no {path.name} yet (it copies one when a reader asks)",
+            "teacherforge sql/replay/runs ask for one and wait a few seconds for it",
         )
     age = _ago((now if now is not None else time.time()) - path.stat().st_mtime)
     if owner is None:

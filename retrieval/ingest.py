@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,44 @@ class IngestSummary:
     @property
     def chunks_per_s(self) -> float | None:
         return self.embedded / self.embed_s if self.embedded and self.embed_s > 0 else None
+
+    @property
+    def all_skipped(self) -> bool:
+        """Files were given and none is in the index now: a failed ingest, not a quiet success.
+
+        Unchanged documents count as present, so re-ingesting a folder (a no-op) is not this.
+        """
+        return bool(self.skipped) and not (self.added or self.updated or self.unchanged)
+
+    def skip_kinds(self) -> list[tuple[str, int]]:
+        """How many were skipped for each kind of reason, most first: the one-line summary of a failure."""
+        counts = Counter(skip_kind(reason) for _, reason in self.skipped)
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+# Reason fragment (from retrieval/documents.py, loaders_rich.py and _plan) -> its short kind; first match.
+SKIP_KINDS = [
+    ("unsupported file type", "unsupported type"),
+    ("empty file", "empty"),
+    ("binary file", "binary"),
+    ("not UTF-8", "not UTF-8"),
+    ("MiB limit", "too large"),
+    ("encrypted PDF", "encrypted"),
+    ("same text as", "duplicate"),
+    ("duplicate record id", "duplicate"),
+    ("needs the '", "missing package"),
+    ("loader error", "loader error"),
+    ("unreadable", "unreadable"),
+    ("is not JSON", "unreadable"),
+    ("not valid YAML", "unreadable"),
+    ("no text", "no text"),
+    ("has no", "no text"),
+]
+
+
+def skip_kind(reason: str) -> str:
+    """The short kind of a skip reason ('unsupported type', 'empty', …), for counting them."""
+    return next((kind for fragment, kind in SKIP_KINDS if fragment in reason), "other")
 
 
 @dataclass

@@ -7,8 +7,8 @@ samples never interleave badly and no commit is paid per event.
 
 The caller's side is kept to a few microseconds (an id, a timestamp and a list append under one
 lock); JSON encoding and the Appender run on the writer thread, which is woken once per batch,
-not once per event. The writer can also publish a snapshot of the log for readers in other
-processes (store/snapshot.py), because DuckDB lets no other process open the file while it writes.
+not once per event. When a reader in another process asks, the writer also publishes a snapshot
+of the log (store/snapshot.py), because DuckDB lets no other process open the file while it writes.
 """
 
 from __future__ import annotations
@@ -188,10 +188,14 @@ class EventLog:
         costs milliseconds, paid under the lock for every new sample. Memory is two dict entries
         per stream (about 200 bytes).
         """
-        rows = self._con.cursor().execute(
-            "SELECT coalesce(nullif(sample_id, ''), 'run:' || run_id), max(seq), arg_max(event_id, seq) "
-            "FROM events GROUP BY ALL"
-        ).fetchall()
+        rows = (
+            self._con.cursor()
+            .execute(
+                "SELECT coalesce(nullif(sample_id, ''), 'run:' || run_id), max(seq), arg_max(event_id, seq) "
+                "FROM events GROUP BY ALL"
+            )
+            .fetchall()
+        )
         for stream, seq, event_id in rows:
             self._next_seq[stream] = seq + 1
             self._last_event[stream] = event_id
@@ -203,7 +207,7 @@ class EventLog:
             raise RuntimeError(f"event writer failed: {self._error}") from self._error
 
     def close(self) -> None:
-        """Write everything queued, remove the published snapshot, stop the writer."""
+        """Write everything queued, remove the published snapshot and request file, stop the writer."""
         self._send(_Marker(stop=True)).wait()
         self._thread.join(timeout=10)
         if self._error is not None:
@@ -219,30 +223,30 @@ class EventLog:
     def _write_loop(self) -> None:
         cur = self._con.cursor()
         appender = cur.appender("events", columns=EVENT_COLUMNS)
-        unpublished = False  # rows written since the last snapshot
+        snapshot = self._snapshot
 
         def write(events: list[Event]) -> None:
-            nonlocal unpublished
             if events:
                 try:
                     appender.append_rows([e.row() for e in events])
                     appender.flush()
-                    unpublished = True
                 except Exception as exc:  # surfaced to the next append/flush, never swallowed
                     self._error = exc
 
-        def publish() -> None:
-            nonlocal unpublished
+        def answer_readers() -> None:
+            """Publish only if a reader asked (store/snapshot.py); when nobody did, this is one stat."""
+            asked = snapshot.pending() if snapshot is not None else None
+            if asked is None:
+                return
             try:
-                self._snapshot.publish(cur)
-                unpublished = False
+                snapshot.publish(cur, asked)
             except Exception as exc:  # a reader convenience: never stop the run for it
-                self._snapshot.failed(exc)
+                snapshot.failed(exc)
 
+        idle_wait = snapshot.poll_s if snapshot is not None else None  # only a publisher needs to wake
         while True:
-            wait = self._snapshot.seconds_until_due() if self._snapshot and unpublished else None
-            if not self._has_items.wait(wait):
-                publish()  # idle, but readers should see the last rows
+            if not self._has_items.wait(idle_wait):
+                answer_readers()  # idle, but a reader may be waiting
                 continue
             self._urgent.wait(self._interval)  # let a batch gather unless someone needs it now
             with self._lock:
@@ -257,13 +261,10 @@ class EventLog:
                 write(events)
                 events = []
                 if item.stop:
-                    if self._snapshot is not None:
-                        self._snapshot.remove()
+                    if snapshot is not None:
+                        snapshot.remove()
                     item.done.set()
                     return
-                if self._snapshot is not None and unpublished:
-                    publish()
                 item.done.set()
             write(events)
-            if self._snapshot is not None and unpublished and self._snapshot.seconds_until_due() <= 0:
-                publish()
+            answer_readers()

@@ -116,13 +116,44 @@ def test_ingest_skips_every_bad_file_with_its_reason_listed_and_recorded(tmp_pat
     assert query(db, "SELECT count(*) FROM documents")[0][0] == 4
 
 
+def test_ingest_where_every_file_is_skipped_fails_but_records_why(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "blob.bin").write_bytes(b"\x00\x01\x02")
+    (folder / "tool.exe").write_bytes(b"MZ\x90\x00")
+    (folder / "empty.txt").write_bytes(b"")
+    db = tmp_path / "forge.duckdb"
+    result = runner.invoke(app, ["ingest", str(folder), "--db", str(db)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    last = result.stderr.strip().splitlines()[-1]  # the lines before it are the progress bar's
+    assert last == "error: all 3 files were skipped (2 unsupported type, 1 empty); nothing was ingested"
+    assert "skipped " in result.stdout  # each file is still listed with its reason
+    assert query(db, "SELECT count(*) FROM events WHERE type = 'document.skipped'")[0][0] == 3
+    finished = json.loads(query(db, "SELECT payload FROM events WHERE type = 'ingest.finished'")[0][0])
+    assert finished["skipped"] == 3 and finished["added"] == 0
+
+    (folder / "fees.md").write_text(GOOD)  # one good file among the bad ones: a normal ingest
+    some = runner.invoke(app, ["ingest", str(folder), "--db", str(db)])
+    assert some.exit_code == 0 and "1 new" in some.stdout and "3 skipped" in some.stdout, some.output
+    again = runner.invoke(app, ["ingest", str(folder), "--db", str(db)])  # unchanged is not skipped
+    assert again.exit_code == 0, again.output
+    assert "1 unchanged" in again.stdout and "3 skipped" in again.stdout
+    copy = tmp_path / "copy.md"
+    copy.write_text(GOOD)  # the same text as an indexed file: skipped, and nothing else given
+    duplicate = runner.invoke(app, ["ingest", str(copy), str(folder / "blob.bin"), "--db", str(db)])
+    assert duplicate.exit_code == 2
+    assert "all 2 files were skipped (1 duplicate, 1 unsupported type)" in duplicate.stderr
+
+
 def test_max_file_mb_is_the_switch_for_big_files(tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "a.md").write_text(GOOD * 40)  # ~3 KB
     db = tmp_path / "forge.duckdb"
     result = runner.invoke(app, ["ingest", str(folder), "--db", str(db), "--max-file-mb", "0.001"])
-    assert result.exit_code == 0 and "over the 0.001 MiB limit" in result.stdout
+    assert result.exit_code == 2 and "over the 0.001 MiB limit" in result.stdout  # nothing else to ingest
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "error: the only file was skipped (1 too large); nothing was ingested"
     result = runner.invoke(app, ["ingest", str(folder), "--db", str(db), "--max-file-mb", "1"])
     assert result.exit_code == 0 and "1 new" in result.stdout
     result = runner.invoke(app, ["ingest", str(folder), "--db", str(db), "--max-file-mb", "0"])
