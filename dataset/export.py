@@ -29,12 +29,15 @@ UNINDEXED = "unindexed:"  # split key of a chunk whose document is no longer in 
 def base_record(
     view: SampleView, system: str = DEFAULT_SYSTEM, documents: dict[str, str] | None = None
 ) -> dict:
-    """The neutral record: system + turns (assistant ``thought`` kept), and the sample's metadata."""
+    """The neutral record: system + turns (assistant ``thought`` and ``evidence`` kept), and metadata."""
     messages = [{"role": "system", "content": system}]
     for turn in view.turns:
         message = {"role": turn["role"], "content": turn["content"]}
-        if turn["role"] == "assistant" and turn.get("thought"):
-            message["thought"] = turn["thought"]
+        if turn["role"] == "assistant":
+            if turn.get("thought"):
+                message["thought"] = turn["thought"]
+            if turn.get("evidence"):
+                message["evidence"] = turn["evidence"]
         messages.append(message)
     documents = documents or {}
     plan = view.plan
@@ -53,6 +56,7 @@ def base_record(
             "critic_scores": view.last_scores,
             "revisions": view.revisions,
             "teacher_model": view.teacher_model,
+            **({"review": view.review} if view.review else {}),  # a person's decision, tags, edited turns
         },
     }
 
@@ -95,15 +99,23 @@ def build_records(
 
 
 def with_thought(messages: list[dict], thought: ThoughtMode) -> list[dict]:
-    """Messages with each assistant ``thought`` dropped, kept as a field, or inlined as ``<think>``."""
+    """Messages with each assistant ``thought`` dropped, kept as a field, or inlined as ``<think>``.
+
+    ``evidence`` (chunk ids and quotes) is hidden reasoning too: kept only with ``field``, so the
+    training text of ``drop`` and ``inline`` is exactly the conversation (and ``teacherforge check``
+    can verify a ``field`` export against the corpus).
+    """
     out = []
     for message in messages:
         message = dict(message)
         reasoning = message.pop("thought", None)
+        evidence = message.pop("evidence", None)
         if reasoning and thought == "inline":
             message["content"] = f"<think>{reasoning}</think>\n{message['content']}"
         elif reasoning and thought == "field":
             message["thought"] = reasoning
+        if evidence and thought == "field":
+            message["evidence"] = evidence
         out.append(message)
     return out
 

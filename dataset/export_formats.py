@@ -35,6 +35,8 @@ def to_sharegpt(record: dict, thought: ThoughtMode) -> dict:
         turn = {"from": SHAREGPT_ROLES[message["role"]], "value": message["content"]}
         if "thought" in message:
             turn["thought"] = message["thought"]
+        if "evidence" in message:
+            turn["evidence"] = message["evidence"]
         conversations.append(turn)
     return {"conversations": conversations, "metadata": record["metadata"]}
 

@@ -43,6 +43,7 @@ def features(thought: ThoughtMode, score_names: list[str], extra: list[str]) -> 
     message = {"role": Value("string"), "content": Value("string")}
     if thought == "field":
         message["thought"] = Value("string")
+        message["evidence"] = List({"chunk_id": Value("string"), "quote": Value("string")})
     metadata: dict[str, Any] = {name: Value("string") for name in STRING_FIELDS}
     metadata.update({name: List(Value("string")) for name in LIST_FIELDS})
     metadata["revisions"] = Value("int32")
@@ -62,7 +63,9 @@ def hf_rows(records: list[dict], thought: ThoughtMode) -> tuple[list[dict], Any]
         meta = record["metadata"]
         messages = with_thought(record["messages"], thought)
         if thought == "field":
-            messages = [{**m, "thought": m.get("thought")} for m in messages]
+            messages = [
+                {**m, "thought": m.get("thought"), "evidence": m.get("evidence") or []} for m in messages
+            ]
         scored = meta.get("critic_scores")
         row_meta = {name: meta.get(name) for name in STRING_FIELDS}
         row_meta.update({name: list(meta.get(name) or []) for name in LIST_FIELDS})

@@ -175,7 +175,7 @@ def redact_text(
     return "".join(parts), findings
 
 
-KEEP_KEYS = frozenset({"role", "name", "tool_call_id", "type"})
+KEEP_KEYS = frozenset({"role", "name", "tool_call_id", "type", "chunk_id"})  # ids, not text
 
 
 def _redact_value(value: Any, kinds: Collection[str] | None, ner: bool | None) -> Any:
