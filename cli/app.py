@@ -8,6 +8,7 @@ are one line on stderr with a non-zero exit code.
 from __future__ import annotations
 
 from teacherforge.cli import (  # noqa: F401  (they register commands)
+    check,
     data,
     doctor,
     export,
@@ -17,6 +18,7 @@ from teacherforge.cli import (  # noqa: F401  (they register commands)
     run,
     serve,
     sql,
+    ui,
 )
 from teacherforge.cli.common import app
 from teacherforge.cli.student import register as register_student

@@ -46,7 +46,10 @@ def export(
     category: Many = None,
     since: Since = None,
     until: Until = None,
-    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Mask e-mails, phones, card/IBAN/ID numbers, names, addresses.")] = False,
+    redact_pii: Annotated[
+        bool,
+        typer.Option("--redact-pii", help="Mask e-mails, phones, card/IBAN/ID numbers, names, addresses."),
+    ] = False,
     approved_only: Annotated[
         bool, typer.Option("--approved-only", help="Only samples a person approved in 'teacherforge ui'.")
     ] = False,

@@ -170,7 +170,7 @@ def print_timeline(console: Console, sample_id: str, events: list[dict[str, Any]
         table.add_column("detail", overflow="fold", ratio=1)
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))
-        console.print(table)
+        console.print(table, soft_wrap=False)  # wrap inside cells (the console soft-wraps by default)
         return
     console.print(Text(f"timeline of {sample_id}", "bold"))
     for seq, when, agent, kind, latency, tokens, note in rows:
@@ -211,6 +211,7 @@ def print_replay(
     """
     if not events:
         return
+    t0 = events[0]["ts"]
     print_timeline(console, sample_id, events)
     snapshots = fold_with_snapshots(sample_id, events)
     found = revisions(snapshots)
@@ -221,26 +222,30 @@ def print_replay(
             facts = " ".join(x for x in (agent, kind, f"{latency} ms" if latency else "", tokens, note) if x)
             console.print(Text(f"[{position}/{len(snapshots)}] seq {seq} {when} {facts}", "bold"))
         if show_prompts and event["type"] == "llm.call":
-            console.print(_prompt_panel(event))
+            console.print(_prompt_panel(event), soft_wrap=False)
         if event["seq"] in by_seq and event["type"] == "refine.done":
-            console.print(revision_panel(by_seq[event["seq"]]))
+            console.print(revision_panel(by_seq[event["seq"]]), soft_wrap=False)
         if pause is not None:
-            console.print(_conversation_panel(view, f"conversation after seq {event['seq']}"))
+            console.print(
+                _conversation_panel(view, f"conversation after seq {event['seq']}"), soft_wrap=False
+            )
             if not pause(event, position, len(snapshots)):
                 console.print(f"stopped at seq {event['seq']} ({position} of {len(snapshots)} events)")
                 return
         elif event["type"] == "turn.added" or event["type"] == "refine.done":
-            console.print(_conversation_panel(view, f"after seq {event['seq']} {event['type']}"))
+            console.print(
+                _conversation_panel(view, f"after seq {event['seq']} {event['type']}"), soft_wrap=False
+            )
     for revision in (r for r in found if r["seq"] is None):
-        console.print(revision_panel(revision))
+        console.print(revision_panel(revision), soft_wrap=False)
     final = snapshots[-1][1]
     console.print(f"status: [bold]{final.status}[/bold]  revisions: {final.revisions}")
     for reason in dict.fromkeys(final.reasons):
         console.print(Text(f"  reason: {reason}"))
     if final.review:
         review = final.review
-        decided = f"{review['decision']} by {review.get('reviewer')}" if review.get("decision") else "not decided"
+        decided = review.get("decision") and f"{review['decision']} by {review.get('reviewer')}"
         why = f" ({review['reason']})" if review.get("reason") else ""
         extra = [f"tags {', '.join(review['tags'])}"] if review.get("tags") else []
         extra += [f"edited turns {review['edited_turns']}"] if review.get("edited_turns") else []
-        console.print(Text(f"review: {decided}{why}" + "".join(f"; {x}" for x in extra)))
+        console.print(Text(f"review: {decided or 'not decided'}{why}" + "".join(f"; {x}" for x in extra)))

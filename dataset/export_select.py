@@ -2,6 +2,9 @@
 
 Selection works on the folded samples (``fold_run``), so a filter sees exactly what is exported.
 Samples a dedup pass dropped (``dedup.dropped`` events, dataset/dedup_run.py) are always left out.
+A person's review (``review.*`` events, teacherforge ui) overrides the pipeline: a sample they
+rejected counts as rejected, one they approved as accepted; ``approved_only`` keeps only the latter.
+Without review events the selection is exactly what it was.
 Each filter counts what it excluded, so the user learns why a dataset came out small. A value that
 matches no sample at all (``--tier edg``) is an error rather than an empty file.
 """
@@ -37,6 +40,7 @@ class ExportFilters:
     categories: list[str] = field(default_factory=list)
     since: dt.datetime | None = None  # a sample's last event at or after this (UTC)
     until: dt.datetime | None = None  # ... and before this
+    approved_only: bool = False  # only samples a person approved (teacherforge ui)
 
 
 @dataclass
@@ -123,9 +127,21 @@ def select_records(
     return selection
 
 
+def effective_status(view: SampleView) -> str:
+    """The pipeline's status, unless a person decided: their approve/reject wins over the critic's."""
+    decision = view.review.get("decision")
+    if decision == "rejected":
+        return "rejected"
+    if decision == "approved" and view.status in ("accepted", "rejected"):
+        return "accepted"
+    return view.status
+
+
 def _excluded_by(view: SampleView, f: ExportFilters, last_seen: dt.datetime | None) -> str | None:
-    if f.status != "all" and view.status != f.status:
-        return "status"
+    if f.status != "all" and effective_status(view) != f.status:
+        return "review" if view.status == f.status else "status"
+    if f.approved_only and view.review.get("decision") != "approved":
+        return "not approved"
     wanted = {"tier": f.tiers, "technique": f.techniques, "persona": f.personas, "category": f.categories}
     for name, values in wanted.items():
         if values and plan_value(view, name) not in values:

@@ -23,7 +23,28 @@ CHECKS = {
     "run without run.started": """
         SELECT DISTINCT run_id FROM events WHERE run_id LIKE 'run-%'
         AND run_id NOT IN (SELECT run_id FROM events WHERE type = 'run.started')""",
+    "review of an unknown sample": """
+        SELECT event_id, type, sample_id FROM events WHERE type LIKE 'review.%'
+        AND (sample_id IS NULL
+             OR sample_id NOT IN (SELECT sample_id FROM events WHERE type = 'sample.planned'))""",
+    "edit of a missing turn": """
+        SELECT e.event_id, e.sample_id, e.payload->>'turn_index' FROM live_events e
+        LEFT JOIN turns t
+          ON t.sample_id = e.sample_id AND t.turn_index = CAST(e.payload->>'turn_index' AS INTEGER)
+        WHERE e.type = 'review.edited' AND t.sample_id IS NULL""",
 }
+# The turns as the fold (and so export) sees them: a person's latest edit after a turn's last version wins.
+REVIEWED_TURNS_SQL = """
+    SELECT t.sample_id,
+           list(struct_pack(r := t.role, c := coalesce(e.after, t.content)) ORDER BY t.turn_index)
+    FROM turns t
+    LEFT JOIN (SELECT sample_id, CAST(payload->>'turn_index' AS INTEGER) AS turn_index,
+                      payload->>'after' AS after, seq
+               FROM live_events WHERE type = 'review.edited'
+               QUALIFY row_number() OVER (PARTITION BY sample_id, payload->>'turn_index'
+                                          ORDER BY seq DESC) = 1) e
+      ON e.sample_id = t.sample_id AND e.turn_index = t.turn_index AND e.seq > t.seq
+    GROUP BY 1"""
 
 
 def verify(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -37,12 +58,9 @@ def verify(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _projection_mismatches(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The SQL ``turns`` view and the Python fold (which export uses) must tell the same story."""
+    """The SQL ``turns`` view (with review edits) and the Python fold (which export uses) must agree."""
     found = []
-    rows = con.execute(
-        "SELECT sample_id, list(struct_pack(r := role, c := content) ORDER BY turn_index) "
-        "FROM turns GROUP BY 1"
-    ).fetchall()
+    rows = con.execute(REVIEWED_TURNS_SQL).fetchall()
     for sample_id, turns in rows:
         view = fold(sample_id, load_events(con, sample_id=sample_id))
         if [(t["role"], t["content"]) for t in view.turns] != [(t["r"], t["c"]) for t in turns]:

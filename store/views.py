@@ -9,6 +9,7 @@ import duckdb
 
 from teacherforge.store.eval_views import EVAL_VIEWS
 from teacherforge.store.events import ensure_schema
+from teacherforge.store.review_views import REVIEW_VIEWS
 
 TERMINAL = "('sample.accepted', 'sample.rejected', 'sample.failed')"
 
@@ -54,7 +55,8 @@ VIEWS: dict[str, str] = {
                payload->>'role' AS role, payload->>'content' AS content, payload->>'thought' AS thought,
                CAST(payload->'cited_chunk_ids' AS VARCHAR[]) AS cited_chunk_ids,
                CAST(payload->'retrieved_chunk_ids' AS VARCHAR[]) AS retrieved_chunk_ids,
-               coalesce(CAST(payload->>'revision' AS INTEGER), 0) AS revision, seq, ts
+               coalesce(CAST(payload->>'revision' AS INTEGER), 0) AS revision, seq, ts,
+               payload->'evidence' AS evidence
         FROM live_events WHERE type IN ('turn.added', 'turn.revised')
         QUALIFY row_number() OVER (PARTITION BY sample_id, payload->>'turn_index' ORDER BY seq DESC) = 1""",
     "llm_calls": """
@@ -96,6 +98,13 @@ VIEWS: dict[str, str] = {
                coalesce(CAST(f->>'advisory' AS BOOLEAN), false) AS advisory, ts
         FROM (SELECT *, unnest(CAST(payload->'failures' AS JSON[])) AS f
               FROM live_events WHERE type = 'rules.checked')""",
+    "verifier_failures": """
+        SELECT sample_id, run_id, CAST(payload->>'revision' AS INTEGER) AS revision,
+               f->>'check' AS check_name, CAST(f->>'turn_index' AS INTEGER) AS turn_index,
+               f->>'span' AS span, f->>'detail' AS detail,
+               coalesce(CAST(f->>'advisory' AS BOOLEAN), false) AS advisory, ts
+        FROM (SELECT *, unnest(CAST(payload->'failures' AS JSON[])) AS f
+              FROM live_events WHERE type = 'verify.checked')""",
     "dedup_drops": """
         SELECT sample_id, run_id, payload->>'kept_sample_id' AS kept_sample_id, payload->>'method' AS method,
                payload->>'field' AS field, CAST(payload->>'similarity' AS DOUBLE) AS similarity,
@@ -104,6 +113,7 @@ VIEWS: dict[str, str] = {
 }
 
 VIEWS.update(EVAL_VIEWS)
+VIEWS.update(REVIEW_VIEWS)  # human review decisions (teacherforge ui): reviews, review_state
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ["agents", "prompts", "store", "retrieval", "graph", "dataset", "student", "serve", "cli"]
+PRODUCT = ["agents", "prompts", "store", "retrieval", "graph", "dataset", "student", "serve", "ui", "cli"]
 SQL_STATEMENT = re.compile(
     r"^\s*(SELECT|INSERT\s+INTO|CREATE\s+(OR\s+REPLACE\s+)?(TABLE|VIEW|INDEX|SEQUENCE|TEMP)|UPDATE\s+\w+\s+SET|"
     r"DELETE\s+FROM|WITH\s+\w+\s+AS|COPY\s|DROP\s|ALTER\s|DESCRIBE\s)"  # the project writes SQL upper-case
