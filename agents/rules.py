@@ -51,7 +51,10 @@ INSTRUCTION_CUES = re.compile(
 # what an injected paragraph can make a model echo: codes with digits, ALL-CAPS-HYPHENATED tokens
 PAYLOAD_TOKEN = re.compile(r"\b[\w-]*\d[\w-]*\b|\b[A-Z]{2,}(?:-[A-Z0-9]+)+\b")
 LEAK_NGRAM = 8  # this many consecutive words of a system prompt in a turn is a leak, not a coincidence
-SYSTEM_ROLES = ("teacher", "critic", "refiner", "persona_user", "judge")
+SYSTEM_ROLES = (
+    "teacher", "critic", "refiner", "persona_user", "judge",
+    "small_question", "small_evolve", "small_pick", "small_answer", "small_refusal",
+)  # fmt: skip
 
 
 class RuleSettings(BaseModel):
@@ -75,10 +78,15 @@ class RuleSettings(BaseModel):
     @field_validator("advisory")
     @classmethod
     def _known_rules(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - set(RULES))
-        if unknown:
-            raise ValueError(f"unknown rule name(s) {unknown}; known: {', '.join(RULES)}")
-        return names
+        return known_names(names, RULES, "rule name")
+
+
+def known_names(names: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    """``names`` if every one is in ``known``; else the error a config validator raises."""
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(known)}")
+    return names
 
 
 MAX_DETAIL = 200  # "rule: detail" becomes a TurnProblem for the refiner, capped at 300 characters
@@ -122,6 +130,8 @@ def words_of(text: str) -> list[str]:
 def system_prompt_shingles(language: str = "en") -> frozenset[tuple[str, ...]]:
     """Every LEAK_NGRAM-word run of the fixed text in the bundled system prompts of ``language``.
 
+    The worked examples of a template (its ``examples`` block, shown to the model as earlier turns)
+    count too: a turn that copies one repeats the prompt, not the sources.
     Template expressions split the text, so a shingle never spans a value that varies per sample.
     """
     from teacherforge.prompts import BUNDLED_DIR
@@ -131,8 +141,10 @@ def system_prompt_shingles(language: str = "en") -> frozenset[tuple[str, ...]]:
         path = BUNDLED_DIR / language / f"{role}.j2"
         if not path.exists():
             continue
-        block = re.search(r"{%\s*block system\s*%}(.*?){%\s*endblock", path.read_text(), re.DOTALL)
-        for segment in re.split(r"{[{%].*?[}%]}", block.group(1) if block else ""):
+        blocks = re.findall(
+            r"{%\s*block (?:system|examples)\s*%}(.*?){%\s*endblock", path.read_text(), re.DOTALL
+        )
+        for segment in re.split(r"{[{%].*?[}%]}", " \n".join(blocks)):
             words = words_of(segment)
             shingles.update(tuple(words[i : i + LEAK_NGRAM]) for i in range(len(words) - LEAK_NGRAM + 1))
     return frozenset(shingles)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from teacherforge.agents.rules import REFUSAL_PATTERNS
+from teacherforge.agents.rules import REFUSAL_PATTERNS, known_names
 from teacherforge.agents.schemas import MAX_PROBLEM_CHARS
 from teacherforge.prompts import fence
 
@@ -69,10 +69,7 @@ class VerifierSettings(BaseModel):
     @field_validator("advisory")
     @classmethod
     def _known_checks(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - set(CHECKS))
-        if unknown:
-            raise ValueError(f"unknown verifier check(s) {unknown}; known: {', '.join(CHECKS)}")
-        return names
+        return known_names(names, CHECKS, "verifier check")
 
 
 class VerifierFailure(BaseModel):

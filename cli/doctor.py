@@ -9,13 +9,11 @@ build for the wrong CPU kills the importing process with SIGILL.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -276,25 +274,10 @@ def check_structured_output(url: str, model: str, api_key: str | None = None) ->
 
 
 def lock_owner(db: Path) -> int | None:
-    """PID holding ``<db>.lock`` (store/db_lock.py) by asking the kernel (F_GETLK), without taking it.
+    """PID of the process holding the writer lock of ``db``, or None (store/db_lock.py asks the kernel)."""
+    from teacherforge.store.db_lock import writer_pid
 
-    Taking the lock even briefly could make a writer starting at that moment fail. F_GETLK does not
-    see a lock this process holds, which the doctor never does.
-    """
-    from teacherforge.store import db_lock
-
-    try:
-        fd = os.open(db_lock.lock_path(db), os.O_RDONLY)
-    except OSError:
-        return None  # no lock file: nobody ever wrote here
-    try:
-        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock, whole file
-        kind, _, _, _, pid = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return pid if kind != fcntl.F_UNLCK else None
+    return writer_pid(db)
 
 
 def check_writer_lock(db: Path, owner: int | None = None) -> Check:

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -198,3 +199,23 @@ def release(db: Path) -> None:
         os.close(fd)
     if not _TAKEN_BY:
         atexit.unregister(_release_all)
+
+
+def writer_pid(db: Path) -> int | None:
+    """PID of another process holding the writer lock of ``db``, or None; takes no lock itself.
+
+    Asked with F_GETLK: taking the lock even briefly could make a writer starting at that moment fail.
+    F_GETLK does not see a lock this process holds.
+    """
+    try:
+        fd = os.open(lock_path(db), os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no writer
+    try:
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock, whole file
+        kind, _, _, _, pid = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return pid if kind != fcntl.F_UNLCK else None

@@ -9,35 +9,16 @@ answers who holds the lock (F_GETLK) without our taking it, so asking never gets
 
 from __future__ import annotations
 
-import fcntl
-import os
-import struct
 import time
 from pathlib import Path
 
 import duckdb
 
-from teacherforge.store.db_lock import lock_path
+from teacherforge.store.db_lock import writer_pid
 from teacherforge.store.snapshot import REQUEST_WAIT_S, open_for_reading, request_snapshot, snapshot_path
 
 ASK_EVERY_S = 5.0  # a writer copies its log when asked (store/snapshot.py); the UI asks this often at most
 _ASKED: dict[str, float] = {}  # database path -> when this process last asked its writer for a snapshot
-
-
-def writer_pid(db: Path) -> int | None:
-    """PID of another process holding the writer lock of ``db``, or None (this process is not seen)."""
-    try:
-        fd = os.open(lock_path(db), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock, whole file
-        kind, _, _, _, pid = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return pid if kind != fcntl.F_UNLCK else None
 
 
 def open_reader(db: Path, ask_every_s: float = ASK_EVERY_S) -> tuple[duckdb.DuckDBPyConnection, str | None]:

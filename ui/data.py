@@ -19,9 +19,10 @@ from typing import Any
 
 import duckdb
 
+from teacherforge.store.db_lock import writer_pid
 from teacherforge.store.review_lander import Landing, land_pending
 from teacherforge.store.review_queue import pending
-from teacherforge.store.ui_access import open_reader, writer_pid
+from teacherforge.store.ui_access import open_reader
 from teacherforge.ui.sample_index import SampleIndex
 
 log = logging.getLogger("teacherforge.ui")
