@@ -36,6 +36,8 @@ from teacherforge.graph.config import ConfigError, load_config
 from teacherforge.graph.feedback import seeded_jobs, seeds_for_run
 from teacherforge.graph.interrupt import StopControl
 from teacherforge.graph.lineage import resume_jobs, resume_replies, run_config
+from teacherforge.graph.ray_cluster import connect as connect_cluster
+from teacherforge.graph.ray_cluster import disconnect as disconnect_cluster
 from teacherforge.graph.runner import generate, new_run_id
 from teacherforge.graph.session import run_endpoints
 from teacherforge.graph.shard import (
@@ -47,6 +49,7 @@ from teacherforge.graph.shard import (
     shard_jobs,
     shared_run_id,
 )
+from teacherforge.graph.workers import check_worker_options, generate_on_workers
 from teacherforge.store.db_lock import note_run
 from teacherforge.store.run_queries import run_exists
 
@@ -127,6 +130,22 @@ def run(
     grace: Annotated[
         float, typer.Option(help="After Ctrl-C, seconds in-flight samples may take to finish.")
     ] = 60.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Run the samples on N Ray worker processes (a local Ray cluster on 127.0.0.1, started "
+            "and stopped by run; with --ray-address: N workers on that cluster). Needs teacherforge[ray].",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Join the Ray cluster at HOST:PORT (`ray start --head` prints it); default one worker "
+            "per node. Samples are handed out as slots free; this process writes --db.",
+        ),
+    ] = None,
 ) -> None:
     """Generate conversations: plan → user ⇄ teacher → rules → critic → refine → accept/reject."""
     overrides = {
@@ -141,7 +160,7 @@ def run(
         "max_revisions": max_revisions,
     }
     run_id, extra_start, sharding = resume or run_id_option or new_run_id(), None, None
-    log = retriever = None
+    log = retriever = cluster = None
     try:
         sharding = parse_shard(shard) if shard else None
         budget = Budget(max_tokens, max_cost, price_in, price_out)
@@ -153,6 +172,10 @@ def run(
         if resume and from_eval:
             raise ConfigError("--resume and --from-eval exclude each other; a resumed run keeps its seeds")
         settings = store_settings(store, weaviate_url, weaviate_grpc_port, weaviate_collection)
+        if workers is not None or ray_address is not None:
+            check_worker_options(workers, ray_address, budget.active, settings is not None)
+            cluster = connect_cluster(workers, ray_address)  # before the database: nothing to undo on failure
+            err.print(cluster.describe(), highlight=False)
         con, log = open_writer(db, wait)
         retriever = open_retriever(con, settings) if settings else None
         if resume:
@@ -186,6 +209,8 @@ def run(
     except USER_ERRORS as exc:
         # Close what was opened: exiting with the writer thread and DuckDB still open could abort the
         # process (SIGABRT in native teardown) instead of the one-line error and exit code 2.
+        if cluster is not None:
+            disconnect_cluster(cluster)
         if retriever is not None:
             close_retriever(retriever)
         if log is not None:
@@ -212,6 +237,8 @@ def run(
                 control=control,
                 budget=budget,
                 on_hard_exit=lambda: hard_exit(log, run_id, db),
+                cluster=cluster,
+                workers=workers,
             )
     except USER_ERRORS + server_error_types() as exc:
         log.close()
@@ -224,6 +251,8 @@ def run(
     finally:
         if retriever is not None:
             close_retriever(retriever)
+        if cluster is not None:
+            disconnect_cluster(cluster)
     log.close()
     con.close()  # not left to the collector: a stopped sample's traceback cycle would keep the file open
     err.print(
@@ -254,6 +283,8 @@ def _generate_with_progress(
     control=None,
     budget=None,
     on_hard_exit=None,
+    cluster=None,
+    workers=None,
 ):
     counts = {"accepted": 0, "rejected": 0, "failed": 0}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -265,25 +296,18 @@ def _generate_with_progress(
             label = " ".join(f"{k} {v}" for k, v in counts.items())
             progress.update(task, advance=1, description=f"generating ({label})")
 
-        return asyncio.run(
-            run_stoppable(
-                generate(
-                    con,
-                    log,
-                    cfg,
-                    gen,
-                    crit,
-                    run_id=run_id,
-                    on_sample_done=done,
-                    jobs=jobs,
-                    replies=replies,
-                    resumed=jobs is not None if resumed is None else resumed,
-                    retriever=retriever,
-                    extra_start=extra_start,
-                    control=control,
-                    budget=budget,
-                ),
-                control,
-                on_hard_exit,
-            )
-        )
+        common = {
+            "run_id": run_id,
+            "on_sample_done": done,
+            "jobs": jobs,
+            "replies": replies,
+            "resumed": jobs is not None if resumed is None else resumed,
+            "extra_start": extra_start,
+            "control": control,
+        }
+        if cluster is not None:  # the samples run on Ray workers; this process stays the only writer
+            notify = lambda m: err.print(m, highlight=False)  # noqa: E731
+            work = generate_on_workers(con, log, cfg, gen, crit, cluster, workers, notify=notify, **common)
+        else:
+            work = generate(con, log, cfg, gen, crit, retriever=retriever, budget=budget, **common)
+        return asyncio.run(run_stoppable(work, control, on_hard_exit))

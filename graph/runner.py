@@ -22,7 +22,7 @@ from teacherforge.graph.sample_graph import build_sample_graph
 from teacherforge.graph.state import RunDeps
 from teacherforge.prompts import PromptLibrary
 from teacherforge.retrieval.embedder import load_embedder
-from teacherforge.retrieval.index import load_chunks
+from teacherforge.retrieval.index import ChunkTable, load_chunks
 from teacherforge.retrieval.retriever import InMemoryRetriever, Retriever
 from teacherforge.store.events import EventLog
 from teacherforge.store.run_queries import call_counts_since, sample_status_counts
@@ -77,19 +77,46 @@ def build_agents(config: RunConfig, generator: Endpoint, critic: Endpoint) -> Ag
     )
 
 
-def build_retriever(con: duckdb.DuckDBPyConnection) -> InMemoryRetriever:
+def load_chunk_table(con: duckdb.DuckDBPyConnection) -> ChunkTable:
+    """Every chunk in memory, or a one-line error when there is nothing (or nothing consistent) to search."""
     table = load_chunks(con)
     if not table.ids:
         raise RunError("the database has no chunks; run 'teacherforge ingest DOCS --db DB' first")
     if table.embedder is None:
         raise RunError("chunks were embedded with different models; re-ingest with one --embedder")
+    return table
+
+
+def build_retriever(con: duckdb.DuckDBPyConnection) -> InMemoryRetriever:
+    table = load_chunk_table(con)
     return InMemoryRetriever(table, load_embedder(table.embedder))
 
 
-def _endpoint_payload(endpoint: Endpoint) -> dict:
+def endpoint_payload(endpoint: Endpoint) -> dict:
     replicas = {"replicas": list(endpoint.replicas)} if endpoint.replicas else {}
     payload = {"url": endpoint.url, "model": endpoint.model, "structured_output": endpoint.structured}
     return {**payload, **replicas}
+
+
+def start_payload(
+    config: RunConfig,
+    generator: Endpoint,
+    critic: Endpoint,
+    categories: list[str],
+    chunks: int,
+    extra_start: dict | None = None,
+) -> dict:
+    """The ``run.started`` payload; one builder, so a run on workers records what a local one does."""
+    return {
+        "n": config.n,
+        "config": config.model_dump(mode="json"),
+        "config_hash": config.config_hash(),
+        "generator": endpoint_payload(generator),
+        "critic": endpoint_payload(critic),
+        "categories": categories,
+        "chunks": chunks,
+        **(extra_start or {}),
+    }
 
 
 @dataclass(frozen=True)
@@ -115,6 +142,29 @@ class SampleJob:
 
 def fresh_jobs(run_id: str, n: int) -> list[SampleJob]:
     return [SampleJob(i, f"{run_id}-{i:05d}") for i in range(n)]
+
+
+async def invoke_sample(graph, deps: RunDeps, job: SampleJob, restart_reason: str = "resume") -> str:
+    """One sample through the graph; returns its status. Shared by the local runner and Ray workers.
+
+    A restarted job first opens a new section of its stream (``sample.restarted``). Cancellation and
+    ``CallRefused`` propagate (the caller decides: abandoned, budget); any other exception is a bug
+    that must not lose the run, so it is recorded as ``sample.failed``.
+    """
+    log, run_id = deps.log, deps.run_id
+    if job.restart:
+        log.append(run_id, "sample.restarted", {"reason": restart_reason}, sample_id=job.sample_id)
+    try:
+        final = await graph.ainvoke(
+            job.graph_input(), config={"configurable": {"thread_id": job.sample_id}}, context=deps
+        )
+        return final.get("status", "failed")
+    except (asyncio.CancelledError, CallRefused):
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.append(run_id, "sample.failed", {"error": error, "reasons": [error]}, sample_id=job.sample_id)
+        return "failed"
 
 
 async def generate(
@@ -174,20 +224,8 @@ async def generate(
             {"samples": [j.sample_id for j in jobs], "reusable_replies": len(replies or {})},
         )
     else:
-        log.append(
-            run_id,
-            "run.started",
-            {
-                "n": config.n,
-                "config": config.model_dump(mode="json"),
-                "config_hash": config.config_hash(),
-                "generator": _endpoint_payload(generator),
-                "critic": _endpoint_payload(critic),
-                "categories": deps.categories,
-                "chunks": retriever.count(),
-                **(extra_start or {}),
-            },
-        )
+        payload = start_payload(config, generator, critic, deps.categories, retriever.count(), extra_start)
+        log.append(run_id, "run.started", payload)
     already = meter.over_budget() if meter.budget.active else None  # a resumed run may be over its cap
     if already is not None:
         control.request("budget_reached", **already)
@@ -202,13 +240,8 @@ async def generate(
                 progress["skipped"].append(job.sample_id)
                 return
             inflight.add(asyncio.current_task())
-            if job.restart:
-                log.append(run_id, "sample.restarted", {"reason": "resume"}, sample_id=job.sample_id)
             try:
-                final = await graph.ainvoke(
-                    job.graph_input(), config={"configurable": {"thread_id": job.sample_id}}, context=deps
-                )
-                status = final.get("status", "failed")
+                status = await invoke_sample(graph, deps, job)
             except asyncio.CancelledError:
                 if control.reason != "interrupted":
                     raise
@@ -220,17 +253,11 @@ async def generate(
                 control.request("budget_reached", **exc.detail)
                 progress["abandoned"].append(job.sample_id)  # --resume with a higher cap restarts it
                 return
-            except Exception as exc:  # a bug must not lose the run: record it and go on
-                error = f"{type(exc).__name__}: {exc}"
-                log.append(
-                    run_id, "sample.failed", {"error": error, "reasons": [error]}, sample_id=job.sample_id
-                )
-                status = "failed"
             finally:
                 inflight.discard(asyncio.current_task())
             progress["failed_in_a_row"] = progress["failed_in_a_row"] + 1 if status == "failed" else 0
             if progress["failed_in_a_row"] >= ABORT_AFTER_FAILED_SAMPLES and meter.ok_calls == 0:
-                control.request("aborted", **_abort_detail(meter, generator, progress["failed_in_a_row"]))
+                control.request("aborted", **abort_detail(meter, generator, progress["failed_in_a_row"]))
             if on_sample_done:
                 on_sample_done(job.sample_id, status)
 
@@ -246,23 +273,45 @@ async def generate(
         raise
     finally:
         watcher.cancel()
-        if control.stopping and status == "finished":
-            status = control.reason or status
-            control.detail.update(not_started=len(progress["skipped"]), abandoned=progress["abandoned"])
-            spent = {"tokens_in": meter.tokens_in, "tokens_out": meter.tokens_out}
-            budget_caps = {"budget": meter.budget.as_dict()} if meter.budget.active else {}
-            if status == "budget_reached":  # the final figures, not those when the stop was asked
-                control.detail.update(meter.outcome(control.detail.get("cap")))
-            log.append(run_id, STOP_EVENTS[status], {**control.detail, **spent, **budget_caps})
-        log.flush()
-        summary = _summarise(con, run_id, started_at, round(time.perf_counter() - started, 3))
-        if meter.budget.active:
-            summary.budget = meter.outcome(control.detail.get("cap") if status == "budget_reached" else None)
-        endpoints = {"endpoints": [s for pool in pools for s in pool.stats()]} if pools else {}
-        log.append(run_id, "run.finished", {"status": status, **summary.as_dict(), **endpoints})
-        log.flush()
+        endpoints = [s for pool in pools for s in pool.stats()] if pools else None
+        summary = record_finish(
+            con, log, run_id, status, control, meter, progress, (started, started_at), endpoints
+        )
         with contextlib.suppress(Exception):  # the run is recorded; a failing socket close must not hide it
             await agents.aclose()
+    return summary
+
+
+def record_finish(
+    con: duckdb.DuckDBPyConnection,
+    log: EventLog,
+    run_id: str,
+    status: str,
+    control: StopControl,
+    meter: CallMeter,
+    progress: dict,
+    started: tuple[float, dt.datetime],
+    endpoints: list[dict] | None,
+) -> RunSummary:
+    """The stop event (if the run was stopped), the summary and ``run.finished``; shared with workers.
+
+    ``progress`` holds the ``skipped`` and ``abandoned`` sample ids; ``started`` is (perf_counter, UTC).
+    """
+    if control.stopping and status == "finished":
+        status = control.reason or status
+        control.detail.update(not_started=len(progress["skipped"]), abandoned=progress["abandoned"])
+        spent = {"tokens_in": meter.tokens_in, "tokens_out": meter.tokens_out}
+        budget_caps = {"budget": meter.budget.as_dict()} if meter.budget.active else {}
+        if status == "budget_reached":  # the final figures, not those when the stop was asked
+            control.detail.update(meter.outcome(control.detail.get("cap")))
+        log.append(run_id, STOP_EVENTS[status], {**control.detail, **spent, **budget_caps})
+    log.flush()
+    summary = summarise(con, run_id, started[1], round(time.perf_counter() - started[0], 3))
+    if meter.budget.active:
+        summary.budget = meter.outcome(control.detail.get("cap") if status == "budget_reached" else None)
+    extra = {"endpoints": endpoints} if endpoints else {}
+    log.append(run_id, "run.finished", {"status": status, **summary.as_dict(), **extra})
+    log.flush()
     return summary
 
 
@@ -275,7 +324,7 @@ async def _abandon_after_grace(control: StopControl, inflight: set[asyncio.Task]
         task.cancel()
 
 
-def _abort_detail(meter: CallMeter, generator: Endpoint, failed: int) -> dict:
+def abort_detail(meter: CallMeter, generator: Endpoint, failed: int) -> dict:
     last = meter.last_error or {"endpoint": generator.url, "model": generator.model, "error": "unknown"}
     message = (
         f"every LLM call failed ({meter.failed_attempts} attempts, {failed} samples in a row, none "
@@ -285,7 +334,7 @@ def _abort_detail(meter: CallMeter, generator: Endpoint, failed: int) -> dict:
     return {"message": message, "failed_samples": failed, "attempts": meter.failed_attempts, **last}
 
 
-def _summarise(con: duckdb.DuckDBPyConnection, run_id: str, since: dt.datetime, wall_s: float) -> RunSummary:
+def summarise(con: duckdb.DuckDBPyConnection, run_id: str, since: dt.datetime, wall_s: float) -> RunSummary:
     """Counts over the whole run (a resumed run includes earlier samples); calls of this invocation."""
     status = sample_status_counts(con, run_id)
     calls = call_counts_since(con, run_id, since)

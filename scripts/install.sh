@@ -35,7 +35,7 @@ pip_step() {
 
 pip_step --upgrade pip
 extras=()
-[ "$TF_DEV" = 1 ] && extras+=(dev)
+[ "$TF_DEV" = 1 ] && extras+=(dev ray)  # ray: the --workers tests
 # Student training/eval (teacherforge train/eval): torch first and pinned, the CPU wheel.
 if [ "${TF_TRAIN:-1}" = 1 ]; then
     pip_step "torch==2.13.0"

@@ -3,16 +3,17 @@
     python -m evals.bench --quick --json     # small sizes, < 2 minutes on 2 cores
     python -m evals.bench --json             # the full set (1M-event log, C up to 128, real model)
 
-Keys: overhead_ms_per_call, concurrency_efficiency, events_per_s, replay_ms_1m, rss_mb_1k,
-rss_mb_10k, real_model_ratio, distilabel_ratio, plus the sizes actually used (a quick run says so:
-replay_events, rss_samples, ...) and the machine's load. A part that fails gives null and a
-``<key>_error`` line instead of losing the rest. Timings never go into tests.
+Keys: overhead_ms_per_call, concurrency_efficiency, workers_2_efficiency, events_per_s,
+replay_ms_1m, rss_mb_1k, rss_mb_10k, real_model_ratio, distilabel_ratio, plus the sizes actually
+used (a quick run says so: replay_events, rss_samples, ...) and the machine's load. A part that
+fails gives null and a ``<key>_error`` line instead of losing the rest. Timings never go into tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -29,6 +30,7 @@ ROOT = checkout_root()
 KEYS = (
     "overhead_ms_per_call",
     "concurrency_efficiency",
+    "workers_2_efficiency",
     "events_per_s",
     "replay_ms_1m",
     "rss_mb_1k",
@@ -44,6 +46,8 @@ QUICK = {
     "log_samples": 300,
     "rss_sizes": [25, 100],
     "peer_calls": None,  # None: the same number of calls the overhead run made
+    "workers": {"n": 128, "concurrency": 64},  # workers_2_efficiency: --workers 2 at C=64, 200 ms calls
+    "ray_scaling": None,  # the full run adds the scaling curve (evals/bench/ray_scaling.py)
 }
 FULL = {
     "overhead_n": 48,
@@ -53,6 +57,8 @@ FULL = {
     "log_samples": 10_000,
     "rss_sizes": [1_000, 10_000],
     "peer_calls": None,
+    "workers": {"n": 128, "concurrency": 64},
+    "ray_scaling": ["--n", "400", "--concurrency", "64", "--workers", "1,2", "--nodes", "4", "--slots", "16"],
 }
 
 
@@ -81,6 +87,33 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "uptime": uptime}
 
 
+def ray_parts(template: Path, quick: dict | None, scaling: list[str] | None) -> dict:
+    """``workers_2_efficiency`` (and, in the full run, the scaling curve) in child processes of their own:
+    each starts and stops a local Ray cluster, and this process's CPU figures stay the pipeline's."""
+    if quick is None:
+        return {"workers_2_efficiency": None, "workers_note": "skipped: no workers size in this run"}
+    if importlib.util.find_spec("ray") is None:
+        missing = 'not installed (pip install "teacherforge[ray]")'
+        return {"workers_2_efficiency": None, "workers_note": missing}
+    base = [sys.executable, "-m", "evals.bench.ray_scaling", "--template", str(template)]
+    sized = ["--n", str(quick["n"]), "--concurrency", str(quick["concurrency"])]
+    out = _child_json([*base, "--quick", *sized])
+    if scaling:
+        out["ray_scaling"] = _child_json([*base, *scaling])
+    return out
+
+
+def _child_json(argv: list[str]) -> dict:
+    """The child's JSON line; its machine keys are prefixed so they do not pass for the whole bench's."""
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True, timeout=3600)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out.pop("bench", None)
+    for key in ("cpus", "load_avg_1m_before", "load_avg_1m_after", "elapsed_s"):
+        if key in out:
+            out[f"workers_{key}"] = out.pop(key)
+    return out
+
+
 def run(quick: bool, real: bool, sizes: dict) -> dict:
     started = time.perf_counter()
     result: dict = {"quick": quick, "machine_before": machine()}
@@ -106,6 +139,11 @@ def run(quick: bool, real: bool, sizes: dict) -> dict:
             return out
 
         _guard(result, ("concurrency_efficiency",), "concurrency", concurrency)
+
+        def workers() -> dict:
+            return ray_parts(template, sizes.get("workers"), sizes.get("ray_scaling"))
+
+        _guard(result, ("workers_2_efficiency",), "workers", workers)
 
         def events() -> dict:
             out = _json_line(event_log.main, ["--samples", str(sizes["log_samples"])])
