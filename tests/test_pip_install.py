@@ -54,7 +54,7 @@ def test_plain_pip_install_gives_a_working_tool(tmp_path: Path):
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     # One short sample: this test is about the install, not the 135M model's quality (test_e2e_local.py).
     config = tmp_path / "run.yaml"
-    config.write_text("max_revisions: 0\nmax_tokens: 400\nplan: {min_user_turns: 1, max_user_turns: 1}\n")
+    config.write_text("max_revisions: 0\nplan: {min_user_turns: 1, max_user_turns: 1}\n")
     run = subprocess.run(
         [tf, "run", "--config", str(config), "--n", "1", "--db", str(db), "--json"],
         capture_output=True,
