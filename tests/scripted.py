@@ -60,10 +60,14 @@ def passage_of(words: list[str], limit: int) -> str:
 class GoodModel:
     """Callable responder; ``overrides`` maps a schema name to a function that may replace the reply."""
 
-    def __init__(self, overrides: dict[str, Callable[[dict, int], Any]] | None = None):
+    def __init__(
+        self, overrides: dict[str, Callable[[dict, int], Any]] | None = None, first_question: int = 0
+    ) -> None:
+        """``first_question`` numbers this model's questions from there: a fork answered by a second stub
+        keeps its parent's first turn, and both stubs counting from 0 could ask the same question twice."""
         self.overrides = overrides or {}
         self.calls: dict[str, int] = {}
-        self._counter = itertools.count()
+        self._counter = itertools.count(first_question)
 
     def __call__(self, body: dict) -> Any:
         name = schema_name(body)

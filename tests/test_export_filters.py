@@ -30,7 +30,8 @@ def planted_model() -> GoodModel:
     """Naturalness 3, 4, 5 in turn (all pass the critic); every user message leaves an e-mail address."""
     model = GoodModel()
     model.overrides["Critique"] = lambda body, n: {
-        "scores": {**dict.fromkeys(DIMENSIONS, 5), "naturalness": 3 + n % 3}, "problems": []
+        "scores": {**dict.fromkeys(DIMENSIONS, 5), "naturalness": 3 + n % 3},
+        "problems": [],
     }
     model.overrides["UserMessage"] = lambda body, n: {
         "message": model._UserMessage(body)["message"] + f" Answer me at {EMAIL} please."

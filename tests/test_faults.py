@@ -83,8 +83,15 @@ def test_exhausted_retries_fail_the_sample_keep_it_and_resume_it(db_path):
             endpoint = Endpoint(stub.url, "stub-model", "k")
             resumed = asyncio.run(
                 generate(
-                    con, log, cfg, endpoint, endpoint, run_id=summary.run_id, jobs=jobs,
-                    replies=recorded_replies(con, run_id=summary.run_id), resumed=True,
+                    con,
+                    log,
+                    cfg,
+                    endpoint,
+                    endpoint,
+                    run_id=summary.run_id,
+                    jobs=jobs,
+                    replies=recorded_replies(con, run_id=summary.run_id),
+                    resumed=True,
                 )
             )
         finally:

@@ -231,7 +231,8 @@ def test_a_resumed_fork_of_a_seeded_sample_keeps_its_seed_index_and_lineage(eval
     parent = f"{first.stdout.splitlines()[0]}-{index:05d}"
     turn = query(work, "SELECT event_id FROM events WHERE sample_id = ? AND type = 'turn.added' "
                  "ORDER BY seq LIMIT 1", parent)[0][0]  # fmt: skip
-    with StubServer(GoodModel({"Critique": lambda body, n: http_error(503)})) as stub:
+    failing_critic = GoodModel({"Critique": lambda body, n: http_error(503)}, first_question=100)
+    with StubServer(failing_critic) as stub:
         forked = cli(
             "replay", parent, "--from", turn, "--db", work, "--llm-url", stub.url, "--format", "json"
         )

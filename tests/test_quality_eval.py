@@ -29,7 +29,10 @@ from teacherforge.evals.quality.validate import evidence_problems, structure_pro
 def _conv(cid, label="good", defect=None, answer="The late fee is $75.", evidence=None):
     evidence = [{"chunk_id": "c-001", "quote": "a flat $75 late fee"}] if evidence is None else evidence
     return {
-        "id": cid, "label": label, "defect": defect, "note": "n",
+        "id": cid,
+        "label": label,
+        "defect": defect,
+        "note": "n",
         "messages": [
             {"role": "user", "content": "How much is the late fee?"},
             {"role": "assistant", "content": answer, "thought": "t", "evidence": evidence},
@@ -58,17 +61,25 @@ def test_parse_check_output_reads_verdicts_and_summary_and_keeps_stray_lines():
         "notice: reading the snapshot",
         "",
         _line("g1", "pass"),
-        _line("b1", "fail", ["rule:ungrounded_numbers", {"check": "unsupported_figure", "detail": "$50"}],
-              {"rules": [{"rule": "ungrounded_numbers", "detail": "numbers not in chunks: ['50']"}],
-               "verifier": [{"check": "unsupported_figure", "span": "$50", "detail": "in no chunk"}],
-               "critic": None}),
+        _line(
+            "b1",
+            "fail",
+            ["rule:ungrounded_numbers", {"check": "unsupported_figure", "detail": "$50"}],
+            {
+                "rules": [{"rule": "ungrounded_numbers", "detail": "numbers not in chunks: ['50']"}],
+                "verifier": [{"check": "unsupported_figure", "span": "$50", "detail": "in no chunk"}],
+                "critic": None,
+            },
+        ),
         json.dumps({"summary": {"pass": 1, "fail": 1}}),
     ]
     out = parse_check_output(lines)
     assert set(out.verdicts) == {"g1", "b1"}
     assert out.verdicts["b1"].reasons == ("rule:ungrounded_numbers", "unsupported_figure: $50")
     assert out.verdicts["b1"].details == (
-        "ungrounded_numbers: numbers not in chunks: ['50']", "unsupported_figure [$50]: in no chunk")
+        "ungrounded_numbers: numbers not in chunks: ['50']",
+        "unsupported_figure [$50]: in no chunk",
+    )
     assert out.verdicts["g1"].details == ()
     assert out.summary == {"pass": 1, "fail": 1}
     assert out.ignored_lines == ["notice: reading the snapshot"]
@@ -82,8 +93,12 @@ def test_parse_check_output_rejects_unknown_and_duplicate_verdicts(lines):
 
 @pytest.mark.parametrize(
     "bad",
-    [_conv("x", "good", "wrong_amount"), _conv("x", "bad", None), _conv("x", "bad", "typo"),
-     _conv("x", "fine")],
+    [
+        _conv("x", "good", "wrong_amount"),
+        _conv("x", "bad", None),
+        _conv("x", "bad", "typo"),
+        _conv("x", "fine"),
+    ],
 )
 def test_labels_are_validated(bad):
     with pytest.raises(QualitySetError):
@@ -97,17 +112,32 @@ def test_duplicate_ids_are_rejected():
 
 def test_groups_depend_on_the_defect_and_on_figures_for_invented_facts():
     groups = {item.id: item.group for item in load_labels(SET)}
-    assert groups == {"g1": "good", "g2": "good", "g3": "good", "b1": "visible", "b2": "visible",
-                      "b3": "judge", "b4": "judge", "b5": "visible"}
+    assert groups == {
+        "g1": "good",
+        "g2": "good",
+        "g3": "good",
+        "b1": "visible",
+        "b2": "visible",
+        "b3": "judge",
+        "b4": "judge",
+        "b5": "visible",
+    }
     assert group_of("bad", "answered_out_of_scope", [{"role": "user", "content": "fine in 2026?"}]) == "judge"
 
 
 def test_confusion_counts_fail_as_positive():
-    verdicts = parse_check_output([
-        _line("g1", "pass"), _line("g2", "fail", ["rule:length"]), _line("g3", "pass"),
-        _line("b1", "fail"), _line("b2", "fail"), _line("b3", "pass"), _line("b4", "pass"),
-        _line("b5", "fail"),
-    ]).verdicts
+    verdicts = parse_check_output(
+        [
+            _line("g1", "pass"),
+            _line("g2", "fail", ["rule:length"]),
+            _line("g3", "pass"),
+            _line("b1", "fail"),
+            _line("b2", "fail"),
+            _line("b3", "pass"),
+            _line("b4", "pass"),
+            _line("b5", "fail"),
+        ]
+    ).verdicts
     c = confusion(join(load_labels(SET), verdicts))
     assert (c["tp"], c["fp"], c["fn"], c["tn"]) == (3, 1, 2, 2)
     assert c["precision"] == 0.75 and c["recall"] == 0.6
@@ -120,8 +150,12 @@ def test_confusion_without_positives_gives_none_not_a_crash():
 
 def test_evaluate_reports_groups_defects_false_positives_and_missing():
     lines = [
-        _line("g1", "pass"), _line("g2", "fail", ["rule:ungrounded_numbers"]),
-        _line("b1", "fail"), _line("b2", "fail"), _line("b3", "pass"), _line("b5", "fail"),
+        _line("g1", "pass"),
+        _line("g2", "fail", ["rule:ungrounded_numbers"]),
+        _line("b1", "fail"),
+        _line("b2", "fail"),
+        _line("b3", "pass"),
+        _line("b5", "fail"),
         _line("zz", "fail"),  # not in the set
     ]
     report = evaluate(SET, lines)

@@ -201,7 +201,6 @@ def test_judge_agent_renders_its_template_and_returns_a_validated_verdict():
         llm = StructuredLLM(Endpoint(stub.url, "stub-model"), SamplingParams(temperature=0.0))
         ctx = AgentContext(generator=llm, critic=llm, prompts=PromptLibrary("en"))
 
-
         async def both():  # one event loop: the client keeps connections bound to it
             try:
                 right = await judge.grade(ctx, history, "It is 50 dollars.", chunks, 1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,17 +21,31 @@ from teacherforge.ui.settings import UiSettings  # noqa: E402
 PLAN = {"min_user_turns": 2, "max_user_turns": 2, "hard_negative_rate": 0.0, "multi_source_rate": 0.0}
 
 
-def _critique(body: dict, n: int) -> dict | None:
-    """The first critique fails once (a revision, then accepted); villagers always fail (rejected)."""
-    text = " ".join(m["content"] for m in body["messages"])
-    return failing_critique(1) if n == 0 or "local villager" in text else None
+def _critique_script() -> Callable[[dict, int], dict | None]:
+    """Villagers always fail (rejected); the first critique of any other sample fails once (a revision,
+    then accepted). Counting only non-villager critiques keeps that true whichever sample the stub
+    happens to see first when samples run concurrently."""
+    lock = threading.Lock()
+    failed_once = False
+
+    def critique(body: dict, n: int) -> dict | None:
+        nonlocal failed_once
+        if "local villager" in " ".join(m["content"] for m in body["messages"]):
+            return failing_critique(1)
+        with lock:
+            first, failed_once = not failed_once, True
+        return failing_critique(1) if first else None
+
+    return critique
 
 
 def make_run(db: Path) -> str:
     """Generate 6 samples on the stub into ``db``; returns the run id."""
-    with StubServer(GoodModel({"Critique": _critique})) as stub:
+    with StubServer(GoodModel({"Critique": _critique_script()})) as stub:
         summary = run_generation(db, stub.url, n=6, seed=5, max_revisions=1, plan=PLAN)
     assert summary.accepted >= 2 and summary.rejected >= 1, summary
+    revised = query(db, "SELECT count(*) FROM samples WHERE status = 'accepted' AND revisions > 0")[0][0]
+    assert revised >= 1, "the stub run should leave one accepted sample that was revised once"
     return summary.run_id
 
 
