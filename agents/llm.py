@@ -179,6 +179,21 @@ def _retry_after_wait(fallback: wait_exponential_jitter):
     return wait
 
 
+def _no_wait_after_bad_reply(fallback):
+    """Retry a bad reply at once (the next attempt has a new seed); back off only for server errors."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return 0.0 if isinstance(exc, _BadReply) else fallback(state)
+
+    return wait
+
+
+def _reseeded(seed: int | None, attempt: int) -> int | None:
+    """The seed of attempt ``attempt`` (1-based) of a reseeded call; the first keeps the call's seed."""
+    return None if seed is None else (seed + attempt - 1) & 0x7FFFFFFF
+
+
 def _stop(max_attempts: int, deadline: float | None):
     """Stop after ``max_attempts``, or when the next wait would end past the call's deadline."""
 
@@ -255,8 +270,14 @@ class StructuredLLM:
             await client.aclose()
         self._chats.clear()
 
-    def _params_for(self, seed: int | None) -> dict[str, Any]:
-        return {"temperature": self.params.temperature, "max_tokens": self.params.max_tokens, "seed": seed}
+    def _params_for(
+        self, seed: int | None, max_tokens: int | None = None, temperature: float | None = None
+    ) -> dict[str, Any]:
+        return {
+            "temperature": self.params.temperature if temperature is None else temperature,
+            "max_tokens": self.params.max_tokens if max_tokens is None else max_tokens,
+            "seed": seed,
+        }
 
     async def call(
         self,
@@ -265,18 +286,29 @@ class StructuredLLM:
         prompt: RenderedPrompt,
         seed: int | None = None,
         validate: Callable[[T], T] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        reseed: bool = False,
+        attempts: int | None = None,
     ) -> AgentResult[T]:
         """Ask for ``schema``; retry bad replies and transient errors; raise LLMCallFailed when exhausted.
 
         ``validate`` checks what a schema cannot (a turn index that exists, no duplicates): it returns
         the object, possibly cleaned, or raises ``ValueError``. A reply it rejects is retried exactly
         like one that did not parse, and its attempt is recorded with the error ``invalid: ...``.
+
+        ``max_tokens`` and ``temperature`` replace the client's for this call (the small-model profile
+        bounds each role). With ``reseed``, attempt k is sent with seed + k - 1 and without a backoff
+        wait after a bad reply: a server that honours the seed gives the same bad reply to the same
+        request. Each attempt's ``params`` show the seed it was sent with; ``request_hash`` stays the
+        call's (its first attempt's), so a resume reuses the reply the call ended with. ``attempts``
+        replaces the retry policy's number of attempts for this call.
         """
         json_schema = _json_schema(schema)
         messages = prompt.messages
         if self.method != "json_schema":
             messages = _with_schema_hint(messages, schema)
-        params = self._params_for(seed)
+        params = self._params_for(seed, max_tokens, temperature)
         rhash = request_hash(self.endpoint.model, messages, params, json_schema)
         record_args = {
             "agent": agent,
@@ -300,27 +332,33 @@ class StructuredLLM:
         calls: list[LLMCallRecord] = []
         deadline_s = self.retry.deadline_s
         deadline = time.monotonic() + deadline_s if deadline_s is not None else None
+        backoff = _retry_after_wait(
+            wait_exponential_jitter(multiplier=self.retry.initial_wait_s, max=self.retry.max_wait_s)
+        )
         retrying = AsyncRetrying(
-            stop=_stop(self.retry.max_attempts, deadline),
-            wait=_retry_after_wait(
-                wait_exponential_jitter(multiplier=self.retry.initial_wait_s, max=self.retry.max_wait_s)
-            ),
+            stop=_stop(attempts or self.retry.max_attempts, deadline),
+            wait=_no_wait_after_bad_reply(backoff) if reseed else backoff,
             retry=retry_if_exception_type(_RETRYABLE),
             reraise=True,
         )
+        overrides = {"max_tokens": params["max_tokens"], "temperature": params["temperature"]}
         try:
             async for attempt in retrying:
                 with attempt:
-                    ticket = await self.gate.admit(messages, self.params.max_tokens) if self.gate else None
+                    number = attempt.retry_state.attempt_number
+                    sent_seed = _reseeded(seed, number) if reseed else seed
+                    ticket = await self.gate.admit(messages, params["max_tokens"]) if self.gate else None
                     endpoint = self.router.acquire() if self.router is not None else self.endpoint
                     record = LLMCallRecord(
-                        **{**record_args, "endpoint": endpoint.url},
-                        attempt=attempt.retry_state.attempt_number,
+                        **{**record_args, "endpoint": endpoint.url, "params": {**params, "seed": sent_seed}},
+                        attempt=number,
                         latency_ms=0.0,
                     )
                     calls.append(record)
                     try:
-                        parsed = await self._routed(endpoint, schema, seed, messages, record, deadline)
+                        parsed = await self._routed(
+                            endpoint, schema, sent_seed, messages, record, deadline, overrides
+                        )
                         output = _validated(schema.model_validate(parsed), validate, record)
                     finally:
                         if self.gate is not None and ticket is not None:
@@ -335,15 +373,17 @@ class StructuredLLM:
             raise LLMCallFailed(agent, calls) from exc
         raise LLMCallFailed(agent, calls)  # pragma: no cover - tenacity reraises before this
 
-    async def _routed(self, endpoint: Endpoint, schema, seed, messages, record, deadline) -> dict:
+    async def _routed(
+        self, endpoint: Endpoint, schema, seed, messages, record, deadline, overrides: dict[str, Any]
+    ) -> dict:
         """One attempt on ``endpoint``; the router and the limiter hear how it went."""
         chat = self._chat_for(endpoint)
         failure: BaseException | None = None
         try:
             if self.limiter is None:
-                return await self._attempt_within(chat, schema, seed, messages, record, deadline)
+                return await self._attempt_within(chat, schema, seed, messages, record, deadline, overrides)
             async with self.limiter:
-                return await self._attempt_within(chat, schema, seed, messages, record, deadline)
+                return await self._attempt_within(chat, schema, seed, messages, record, deadline, overrides)
         except BaseException as exc:
             failure = exc
             raise
@@ -361,14 +401,16 @@ class StructuredLLM:
         messages: list[dict[str, str]],
         record: LLMCallRecord,
         deadline: float | None,
+        overrides: dict[str, Any],
     ) -> dict:
         """One attempt, cut off when the call's total deadline passes (recorded as the attempt's error)."""
         if deadline is None:
-            return await self._attempt(chat, schema, seed, messages, record)
+            return await self._attempt(chat, schema, seed, messages, record, overrides)
         started = time.perf_counter()
         try:
             return await asyncio.wait_for(
-                self._attempt(chat, schema, seed, messages, record), max(0.001, deadline - time.monotonic())
+                self._attempt(chat, schema, seed, messages, record, overrides),
+                max(0.001, deadline - time.monotonic()),
             )
         except TimeoutError as exc:
             record.latency_ms = (time.perf_counter() - started) * 1000
@@ -382,6 +424,7 @@ class StructuredLLM:
         seed: int | None,
         messages: list[dict[str, str]],
         record: LLMCallRecord,
+        overrides: dict[str, Any],
     ) -> dict:
         """Send one request through langchain-openai and validate the reply against ``schema``.
 
@@ -395,6 +438,8 @@ class StructuredLLM:
         kwargs: dict[str, Any] = {"extra_body": {"response_format": response_format_for(schema, self.method)}}
         if seed is not None:
             kwargs["seed"] = seed
+        defaults = {"max_tokens": self.params.max_tokens, "temperature": self.params.temperature}
+        kwargs.update({k: v for k, v in overrides.items() if v != defaults[k]})  # per-call bounds
         started = time.perf_counter()
         try:
             reply = await chat.ainvoke(messages, **kwargs)
@@ -404,7 +449,7 @@ class StructuredLLM:
             raise
         finish = reply.response_metadata.get("finish_reason")
         if finish == "length":  # the reply hit max_tokens inside the JSON: retried like a parse failure
-            record.error = f"parse: reply cut off at max_tokens ({self.params.max_tokens}); raise max_tokens"
+            record.error = f"parse: reply cut off at max_tokens ({overrides['max_tokens']}); raise max_tokens"
         elif finish == "content_filter":
             record.error = "parse: the server's content filter stopped the reply"
         record.latency_ms = (time.perf_counter() - started) * 1000

@@ -137,3 +137,26 @@ def cited_ids(cited: list[str], evidence: list[Evidence] | list[dict[str, str]])
     """
     ids = [e["chunk_id"] if isinstance(e, dict) else e.chunk_id for e in evidence]
     return list(dict.fromkeys([*cited, *ids]))
+
+
+# --- the small-model profile (agents/small_teacher.py): one short object per call ----------------
+
+MAX_PICKABLE = 10  # sentences shown to the model to pick from
+
+
+class SmallQuestion(BaseModel):
+    """One user question, grown from one sentence of a chunk (or rewritten by an Evol operator)."""
+
+    question: str = Field(min_length=1, max_length=200)
+
+
+class SmallPick(BaseModel):
+    """The numbers of the listed sentences that answer the question; the code quotes them."""
+
+    sentences: list[Annotated[int, Field(ge=1, le=MAX_PICKABLE)]] = Field(min_length=1, max_length=2)
+
+
+class SmallAnswer(BaseModel):
+    """The reply the user sees, written from the picked sentences only (or a refusal)."""
+
+    answer: str = Field(min_length=1, max_length=400)

@@ -218,4 +218,3 @@ def embed_fn(parts: list[list[str]], embedder_name: str) -> Callable[[list[int]]
         return np.stack(out)
 
     return embed
-

@@ -23,6 +23,7 @@ from teacherforge.dataset import report_metrics as m
 from teacherforge.dataset import report_plots as plots
 from teacherforge.dataset.report_baseline import generate_baseline, resolve_endpoint
 from teacherforge.dataset.report_data import SCORE_DIMENSIONS, RunData, collect
+from teacherforge.dataset.tone import tone_report
 from teacherforge.retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
 
 TEMPLATES = Path(__file__).parent / "report_templates"
@@ -140,6 +141,10 @@ def build_report(
         for dim in ("tier", "persona", "technique")
     }
     rates = m.rates(data)
+    tone = {
+        part: tone_report([(s.persona, m.user_turns(s)) for s in samples], data.personas, embedder.embed)
+        for part, samples in (("dataset", dataset), ("generated", data.samples))
+    }
     near = m.near_duplicate_rate(data)
     documents = sorted({d for s in dataset for d in s.documents})
     context: dict[str, Any] = {
@@ -159,6 +164,7 @@ def build_report(
             "max_revisions": data.config.get("max_revisions"),
             "critic_thresholds": data.config.get("critic_thresholds") or {},
             "endpoints": data.endpoints,
+            "profile": data.config.get("profile") or "standard",
         },
         "rates": rates,
         "breakdowns": {dim: m.breakdown(data.samples, dim) for dim in m.DIMENSIONS},
@@ -174,6 +180,7 @@ def build_report(
         "templates": data.templates,
         "diversity": {"dataset": diversity, "baseline": baseline},
         "near_duplicates": near,
+        "tone": tone,
         "drops": data.drops,
         "documents": documents,
         "embedder": embedder.model_id,

@@ -57,6 +57,7 @@ class RunData:
     drops: list[dict[str, Any]]
     dedup_passes: list[dict[str, Any]]
     chunk_text: dict[str, str]
+    personas: dict[str, str] = field(default_factory=dict)  # name → description, as planned
 
     @property
     def dataset(self) -> list[Sample]:
@@ -119,4 +120,5 @@ def collect(con: duckdb.DuckDBPyConnection, run_id: str) -> RunData:
         drops=dedup_drops(con, run_id),
         dedup_passes=dedup_passes(con, run_id),
         chunk_text=chunk_text,
+        personas=report_queries.planned_personas(con, run_id),
     )

@@ -47,6 +47,10 @@ def first_user_turn(sample: Sample) -> str:
     return next((c for r, c in sample.turns if r == "user"), "")
 
 
+def user_turns(sample: Sample) -> list[str]:
+    return [c for r, c in sample.turns if r == "user"]
+
+
 def diversity(texts: list[str], embed: Callable[[list[str]], np.ndarray] | None) -> dict[str, Any]:
     texts = [t for t in texts if t.strip()]
     result: dict[str, Any] = {

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from teacherforge.agents.critic import CriticThresholds
 from teacherforge.agents.planner import DEFAULT_PERSONAS, PlanSettings
 from teacherforge.agents.rules import RuleSettings
+from teacherforge.agents.small_teacher import SmallSettings
 from teacherforge.agents.verifier import VerifierSettings
 from teacherforge.retrieval.embedder import DEFAULT_EMBEDDER
 from teacherforge.retrieval.retriever import SearchMode
@@ -60,6 +61,12 @@ class RunConfig(BaseModel):
     embedder: str = DEFAULT_EMBEDDER
     language: str = "en"
     prompt_dir: Path | None = None
+    profile: Literal["standard", "small"] | None = Field(
+        default=None,
+        description="small: short prompts, extractive evidence, no critic (docs/quality.md). Unset: small "
+        "when the embedded server is used (no llm_url), standard otherwise; run records the choice.",
+    )
+    small: SmallSettings = Field(default_factory=SmallSettings)
     plan: PlanSettings = Field(default_factory=PlanSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
@@ -73,6 +80,11 @@ class RunConfig(BaseModel):
         if self.llm_url is None:
             return []
         return [self.llm_url] if isinstance(self.llm_url, str) else list(self.llm_url)
+
+    @property
+    def small_profile(self) -> bool:
+        """Unset counts as standard: only ``load_config`` (the CLI) picks small for the embedded model."""
+        return self.profile == "small"
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -150,6 +162,20 @@ def load_config(path: Path | None, overrides: dict) -> RunConfig:
     data.update({k: v for k, v in overrides.items() if v is not None})
     _named_personas(data, source)
     try:
-        return RunConfig.model_validate(data)
+        return with_profile(RunConfig.model_validate(data))
     except ValidationError as exc:
         raise ConfigError(_format_error(source, exc, flags)) from exc
+
+
+def with_profile(config: RunConfig) -> RunConfig:
+    """The config with its profile decided: as set, else small for the embedded model and standard for
+    a given endpoint. Decided when the config is loaded, so ``run.started`` records the choice and a
+    resumed run keeps it. The small profile also turns hard negatives off if ``small.hard_negatives``
+    says so (recorded the same way: ``plan.hard_negative_rate: 0``)."""
+    if config.profile is None:
+        config = config.model_copy(update={"profile": "standard" if config.llm_urls() else "small"})
+    if config.small_profile and config.small.hard_negatives == "off" and config.plan.hard_negative_rate:
+        config = config.model_copy(
+            update={"plan": config.plan.model_copy(update={"hard_negative_rate": 0.0})}
+        )
+    return config

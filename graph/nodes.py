@@ -23,24 +23,24 @@ from teacherforge.graph.state import RunDeps, SampleState
 from teacherforge.retrieval.retriever import ScoredChunk
 
 
-def _seed(deps: RunDeps, index: int, *parts: Any) -> int:
+def call_seed(deps: RunDeps, index: int, *parts: Any) -> int:
     """A per-call sampling seed from (run seed, plan index, step), not the sample id: a fork of a sample
     sends the same requests as its parent, so recorded replies can be reused by content hash."""
     blob = ":".join(str(p) for p in (deps.config.seed, index, *parts))
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
-def _record_calls(deps: RunDeps, sample_id: str, calls: list[LLMCallRecord]) -> None:
+def record_calls(deps: RunDeps, sample_id: str, calls: list[LLMCallRecord]) -> None:
     for call in calls:
         deps.log.append(deps.run_id, "llm.call", vars(call), sample_id=sample_id, agent=call.agent)
 
 
-def _failed(deps: RunDeps, sample_id: str, exc: LLMCallFailed) -> SampleState:
-    _record_calls(deps, sample_id, exc.calls)
+def failed(deps: RunDeps, sample_id: str, exc: LLMCallFailed) -> SampleState:
+    record_calls(deps, sample_id, exc.calls)
     return {"status": "failed", "error": str(exc)}
 
 
-def _retrieved(
+def record_retrieval(
     deps: RunDeps, sample_id: str, purpose: str, query: str, hits: list, turn: int | None, mode: str = ""
 ) -> None:
     deps.log.append(
@@ -96,7 +96,8 @@ async def seed_context_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
     seed = state.get("plan_seed")
     if seed and seed.get("chunks"):  # run --from-eval: the chunks of the question the student failed
         hits = [ScoredChunk(**c) for c in seed["chunks"]]
-        _retrieved(deps, state["sample_id"], "seed", seed.get("question") or "", hits, None, mode="seeded")
+        question = seed.get("question") or ""
+        record_retrieval(deps, state["sample_id"], "seed", question, hits, None, mode="seeded")
         chunk_text = {**state["chunk_text"], **{h.chunk_id: h.text for h in hits}}
         return {"seed_chunks": [h.as_dict() for h in hits], "chunk_text": chunk_text}
     if seed:  # its chunks were re-ingested away: retrieve for the failed question instead
@@ -123,7 +124,7 @@ async def seed_context_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
                 *[h for h in hits if h.document == anchor.document][: k - len(others) - 1],
                 *others,
             ]
-    _retrieved(deps, state["sample_id"], "seed", query, hits, None)
+    record_retrieval(deps, state["sample_id"], "seed", query, hits, None)
     chunk_text = {**state["chunk_text"], **{h.chunk_id: h.text for h in hits}}
     return {"seed_chunks": [h.as_dict() for h in hits], "chunk_text": chunk_text}
 
@@ -133,11 +134,15 @@ async def user_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sampl
     turns = state["turns"]
     try:
         result = await persona_user.next_user_message(
-            deps.agents, plan, state["seed_chunks"], turns, _seed(deps, state["index"], "user", len(turns))
+            deps.agents,
+            plan,
+            state["seed_chunks"],
+            turns,
+            call_seed(deps, state["index"], "user", len(turns)),
         )
     except LLMCallFailed as exc:
-        return _failed(deps, sid, exc)
-    _record_calls(deps, sid, result.calls)
+        return failed(deps, sid, exc)
+    record_calls(deps, sid, result.calls)
     turn = {"role": "user", "content": result.output.message.strip()}
     deps.log.append(
         deps.run_id, "turn.added", {"turn_index": len(turns), **turn}, sample_id=sid, agent="persona_user"
@@ -151,15 +156,15 @@ async def teacher_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
     turns = state["turns"]
     query = turns[-1]["content"]
     hits = await asyncio.to_thread(deps.retriever.search, query, deps.config.top_k, deps.config.search)
-    _retrieved(deps, sid, "turn", query, hits, len(turns))
+    record_retrieval(deps, sid, "turn", query, hits, len(turns))
     chunks = [h.as_dict() for h in hits]
     try:
         result = await teacher.answer(
-            deps.agents, plan, chunks, turns, _seed(deps, state["index"], "teacher", len(turns))
+            deps.agents, plan, chunks, turns, call_seed(deps, state["index"], "teacher", len(turns))
         )
     except LLMCallFailed as exc:
-        return _failed(deps, sid, exc)
-    _record_calls(deps, sid, result.calls)
+        return failed(deps, sid, exc)
+    record_calls(deps, sid, result.calls)
     reply = result.output
     turn = {
         "role": "assistant",
@@ -215,11 +220,11 @@ async def critic_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
             _sample_chunks(state),
             state["turns"],
             deps.config.critic_thresholds,
-            _seed(deps, state["index"], "critic", state["revisions"]),
+            call_seed(deps, state["index"], "critic", state["revisions"]),
         )
     except LLMCallFailed as exc:
-        return _failed(deps, sid, exc)
-    _record_calls(deps, sid, verdict.calls)
+        return failed(deps, sid, exc)
+    record_calls(deps, sid, verdict.calls)
     payload = verdict.payload(state["revisions"])
     deps.log.append(deps.run_id, "critique.done", payload, sample_id=sid, agent="critic")
     return {"critique": payload, "problems": verdict.problems(state["turns"])}
@@ -248,11 +253,11 @@ async def refine_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
             {i: _sample_chunks(state, i) for i in failing},
             turns,
             problems,
-            _seed(deps, state["index"], "refine", revision),
+            call_seed(deps, state["index"], "refine", revision),
         )
     except LLMCallFailed as exc:
-        return _failed(deps, sid, exc)
-    _record_calls(deps, sid, result.calls)
+        return failed(deps, sid, exc)
+    record_calls(deps, sid, result.calls)
     changed = []
     for revised in result.output.revised_turns:
         i = revised.turn_index

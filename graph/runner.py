@@ -14,6 +14,7 @@ import duckdb
 
 from teacherforge.agents.context import AgentContext
 from teacherforge.agents.llm import CallRefused, Endpoint, RetryPolicy, SamplingParams, StructuredLLM
+from teacherforge.agents.small_teacher import SMALL_CRITIC
 from teacherforge.graph.budget import Budget, CallMeter
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.endpoint_pool import attach as attach_pools
@@ -112,7 +113,7 @@ def start_payload(
         "config": config.model_dump(mode="json"),
         "config_hash": config.config_hash(),
         "generator": endpoint_payload(generator),
-        "critic": endpoint_payload(critic),
+        "critic": {"judge": SMALL_CRITIC} if config.small_profile else endpoint_payload(critic),
         "categories": categories,
         "chunks": chunks,
         **(extra_start or {}),

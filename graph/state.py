@@ -21,6 +21,7 @@ class SampleState(TypedDict, total=False):
     seed_chunks: list[dict[str, Any]]
     turns: list[dict[str, Any]]
     chunk_text: dict[str, str]
+    used_facts: list[str]  # small profile: sentences already asked about or quoted (no repeats)
     revisions: int
     rule_failures: list[dict[str, Any]]  # blocking ones only; all are in the rules.checked event
     verifier_failures: list[dict[str, Any]]  # blocking ones only; all are in the verify.checked event

@@ -87,9 +87,31 @@ class PromptLibrary:
         for block in ("system", "user"):
             if block not in template.blocks:
                 raise ValueError(f"prompt template {name} has no '{block}' block; add {{% block {block} %}}")
+            if block == "user" and "examples" in template.blocks:
+                messages += example_messages("".join(template.blocks["examples"](ctx)), name)
             text = "".join(template.blocks[block](ctx)).strip()
             messages.append({"role": block, "content": text})
         return RenderedPrompt(messages=messages, template=name, template_hash=self._hashes[name])
+
+
+EXAMPLE_MARKER = re.compile(r"^=== (user|assistant)\s*$", re.MULTILINE)
+
+
+def example_messages(text: str, name: str = "template") -> list[dict[str, str]]:
+    """An ``examples`` block as chat turns between the system and the user message (few-shot).
+
+    Why: a 135M model copies the shape of earlier assistant turns far better than it follows a
+    described format, so the small-model templates show two or three worked examples as real turns.
+    In the block, a line ``=== user`` or ``=== assistant`` starts each turn; they must alternate,
+    starting with the user.
+    """
+    parts = EXAMPLE_MARKER.split(text)
+    roles, contents = parts[1::2], [p.strip() for p in parts[2::2]]
+    if parts[0].strip() or roles != ["user", "assistant"] * (len(roles) // 2):
+        raise ValueError(
+            f"prompt template {name}: the examples block must alternate '=== user' and '=== assistant'"
+        )
+    return [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
 
 
 @lru_cache(maxsize=256)

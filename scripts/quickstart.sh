@@ -18,8 +18,9 @@ DB="$OUT/quickstart.duckdb"
 # shellcheck disable=SC2086  # TF_RUN_ARGS is a list of flags
 "$TF" run --config examples/quickstart.yaml --n "$N" --db "$DB" --json ${TF_RUN_ARGS:-} > "$OUT/run.log"   # progress on stderr, run id + JSON on stdout
 RUN_ID=$(head -n 1 "$OUT/run.log")
-"$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/dataset.jsonl"
-"$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/all-samples.jsonl" --status all --thought field
+# One split: a demo of a few samples would otherwise drop those whose documents straddle splits.
+"$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/dataset.jsonl" --split 1,0,0
+"$TF" export --db "$DB" --run "$RUN_ID" --out "$OUT/all-samples.jsonl" --status all --thought field --split 1,0,0
 "$TF" sql "select tier, count(*) as samples, avg((status = 'accepted')::int) as acceptance from samples where run_id = '$RUN_ID' group by 1 order by 1" --db "$DB"
 FIRST=$("$TF" sql "select sample_id from samples where run_id = '$RUN_ID' order by 1 limit 1" --db "$DB" --format csv | tail -n 1)
 "$TF" replay "$FIRST" --db "$DB"

@@ -26,6 +26,11 @@ SAMPLE_DOCUMENTS_SQL = (
 SEED_RETRIEVALS_SQL = (
     "SELECT sample_id, chunk_ids FROM retrievals WHERE run_id = ? AND purpose = 'seed' ORDER BY ts"
 )
+PERSONAS_SQL = (
+    "SELECT DISTINCT payload->'persona'->>'name' AS name, payload->'persona'->>'description' AS description "
+    "FROM live_events WHERE run_id = ? AND type = 'sample.planned' "
+    "AND (payload->'persona'->>'name') IS NOT NULL ORDER BY name"
+)
 CHUNK_TEXT_SQL = "SELECT chunk_id, text FROM chunks WHERE chunk_id IN ?"
 LLM_USAGE_SQL = (
     "SELECT agent, model, endpoint, count(*) AS calls, count(error) AS errors, "
@@ -85,6 +90,11 @@ def sample_documents(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[s
 def seed_retrievals(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     """sample_id and chunk_ids of every seed retrieval, in time order."""
     return _rows(con, SEED_RETRIEVALS_SQL, [run_id])
+
+
+def planned_personas(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, str]:
+    """persona name → description, for every persona the run's samples were planned with."""
+    return {r["name"]: r["description"] or "" for r in _rows(con, PERSONAS_SQL, [run_id]) if r["name"]}
 
 
 def chunk_texts(con: duckdb.DuckDBPyConnection, chunk_ids: list[str]) -> dict[str, str]:

@@ -50,8 +50,8 @@ def test_real_model_run_through_all_agents_and_clean_shutdown(tmp_path: Path):
     config = tmp_path / "run.yaml"
     # All rules and verifier checks advisory and a strict critic, so both the critic and the refiner
     # are exercised.
-    config.write_text(
-        "n: 2\nconcurrency: 2\nmax_revisions: 1\nseed: 1\n"
+    config.write_text(  # the standard profile (JSON teacher, critic, refiner) on the embedded model
+        "profile: standard\nn: 2\nconcurrency: 2\nmax_revisions: 1\nseed: 1\n"
         "plan: {min_user_turns: 1, max_user_turns: 1, hard_negative_rate: 0, multi_source_rate: 0.5}\n"
         "rules: {advisory: [structure, empty_turn, length, repetition, thought_missing, "
         "citation_not_retrieved, refusal_missing, invented_facts, ungrounded_numbers, prompt_leak, "
@@ -79,7 +79,10 @@ def test_real_model_run_through_all_agents_and_clean_shutdown(tmp_path: Path):
     assert leftovers == []
 
     agents = {r[0] for r in query(db, "SELECT DISTINCT agent FROM llm_calls WHERE error IS NULL")}
-    assert {"persona_user", "teacher", "critic"} <= agents
+    assert {"persona_user", "teacher"} <= agents
+    # The critic is called; the 135M critic's critiques often name turns that do not exist and are
+    # refused (docs/quality.md), so only its call, not its success, is asserted.
+    assert query(db, "SELECT count(*) FROM llm_calls WHERE agent = 'critic'")[0][0] > 0
     failed_critiques = query(db, "SELECT count(*) FROM critiques WHERE NOT passed AND revision = 0")[0][0]
     if failed_critiques:
         assert "refiner" in agents
@@ -93,6 +96,39 @@ def test_real_model_run_through_all_agents_and_clean_shutdown(tmp_path: Path):
         db, "SELECT list(seq ORDER BY seq) FROM events WHERE sample_id IS NOT NULL GROUP BY sample_id"
     ):
         assert seqs[0] == list(range(len(seqs[0])))
+
+
+def test_embedded_default_yields_samples_that_pass_check(tmp_path: Path):
+    """The README's quickstart: without --llm-url the small profile runs, and what it accepts passes
+    ``teacherforge check`` (the same rules and verifier, from outside the run)."""
+    db, data = tmp_path / "forge.duckdb", tmp_path / "data.jsonl"
+    assert tf("ingest", EXAMPLES, "--db", db).returncode == 0
+    quickstart = EXAMPLES.parent / "quickstart.yaml"
+    result = tf("run", "--config", quickstart, "--n", 4, "--db", db, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["accepted"] >= 1, summary
+    started = query(db, "SELECT payload FROM events WHERE type = 'run.started'")[0][0]
+    assert json.loads(started)["config"]["profile"] == "small"
+    assert query(db, "SELECT count(*) FROM llm_calls WHERE agent = 'critic'")[0][0] == 0
+    exported = tf(
+        "export",
+        "--db",
+        db,
+        "--run",
+        summary["run_id"],
+        "--out",
+        data,
+        "--thought",
+        "field",
+        "--split",
+        "1,0,0",
+    )
+    assert exported.returncode == 0, exported.stderr
+    checked = tf("check", data, "--db", db, "--format", "json")
+    assert checked.returncode == 0, checked.stdout[-2000:]
+    verdicts = [json.loads(line) for line in checked.stdout.strip().splitlines()]
+    assert verdicts[-1]["summary"]["pass"] == verdicts[-1]["summary"]["conversations"] >= 1
 
 
 def _cmdline_has(proc: Path, needle: str) -> bool:

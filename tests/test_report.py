@@ -244,3 +244,29 @@ def test_baseline_url_run_means_the_runs_own_generator_endpoint(reported):
     )[0][0]
     assert resolve_endpoint(data, "run", None) == (recorded.rstrip("/"), "stub-model")
     assert resolve_endpoint(data, "http://other/v1/", "m2") == ("http://other/v1", "m2")
+
+
+def test_tone_match_per_persona_counts_every_user_turn_of_the_run(reported):
+    db, out = reported["db"], reported["out"]
+    data = json.loads((out / "report.json").read_text())
+    card = (out / "README.md").read_text()
+    generated = data["tone"]["generated"]
+    per_persona = dict(
+        query(
+            db,
+            "SELECT s.persona, count(*) FROM turns t JOIN samples s USING (sample_id) "
+            "WHERE t.role = 'user' GROUP BY 1",
+        )
+    )
+    planned = [r[0] for r in query(db, "SELECT DISTINCT persona FROM samples ORDER BY 1")]
+    assert [r["persona"] for r in generated["personas"]] == planned and len(planned) >= 2
+    assert {r["persona"]: r["turns"] for r in generated["personas"]} == per_persona
+    assert generated["chance"] == pytest.approx(1 / len(planned))
+    matched = sum(r["matched"] for r in generated["personas"])
+    assert generated["match_rate"] == pytest.approx(matched / sum(per_persona.values()))
+    assert "## Tone match per persona" in card
+    first = generated["personas"][0]
+    assert f"| {first['persona']} | {first['turns']} | {100 * first['match_rate']:.1f}% |" in card
+    # the villagers were all rejected, so the dataset part has no villager turns
+    dataset = {r["persona"]: r["turns"] for r in data["tone"]["dataset"]["personas"]}
+    assert dataset["local villager"] == 0

@@ -73,9 +73,7 @@ class CheckRun:
     stderr: str
 
 
-def run_check(
-    set_path: Path, db: Path, llm_url: str | None = None, model: str | None = None
-) -> CheckRun:
+def run_check(set_path: Path, db: Path, llm_url: str | None = None, model: str | None = None) -> CheckRun:
     """``teacherforge check SET --db DB --format json [--llm-url URL --model M]``.
 
     A non-zero exit alone is not an error: a checker may exit 1 when some conversations fail. The

@@ -189,8 +189,17 @@ def join(labels: Iterable[Labelled], verdicts: dict[str, Verdict]) -> list[Row]:
     rows = []
     for item in labels:
         v = verdicts.get(item.id)
-        rows.append(Row(item.id, item.label, item.defect, item.group, v.verdict if v else None,
-                        v.reasons if v else (), v.details if v else ()))
+        rows.append(
+            Row(
+                item.id,
+                item.label,
+                item.defect,
+                item.group,
+                v.verdict if v else None,
+                v.reasons if v else (),
+                v.details if v else (),
+            )
+        )
     return rows
 
 
@@ -207,8 +216,15 @@ def confusion(rows: Iterable[Row]) -> dict[str, Any]:
             tp, fp = tp + bad, fp + (not bad)
         else:
             fn, tn = fn + bad, tn + (not bad)
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "n": tp + fp + fn + tn,
-            "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn)}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "n": tp + fp + fn + tn,
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+    }
 
 
 def per_defect(rows: Iterable[Row]) -> dict[str, dict[str, Any]]:
@@ -219,8 +235,13 @@ def per_defect(rows: Iterable[Row]) -> dict[str, dict[str, Any]]:
             continue
         caught = sum(r.failed for r in mine)
         groups = sorted({r.group for r in mine})
-        out[defect] = {"n": len(mine), "failed": caught, "recall": ratio(caught, len(mine)),
-                       "group": "+".join(groups), "missed": [r.id for r in mine if not r.failed]}
+        out[defect] = {
+            "n": len(mine),
+            "failed": caught,
+            "recall": ratio(caught, len(mine)),
+            "group": "+".join(groups),
+            "missed": [r.id for r in mine if not r.failed],
+        }
     return out
 
 

@@ -90,8 +90,9 @@ def validate(conversations: list[dict[str, Any]], chunks: dict[str, str]) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evals.quality.validate",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.quality.validate", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--db", type=Path, help="an ingested database (default: ingest into a temp one)")
     parser.add_argument("--set", type=Path, default=runner.SET_PATH, help="the labelled conversations")
     args = parser.parse_args(argv)
