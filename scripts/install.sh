@@ -35,7 +35,8 @@ pip_step() {
 
 pip_step --upgrade pip
 extras=()
-[ "$TF_DEV" = 1 ] && extras+=(dev ray)  # ray: the --workers tests
+# ray: the --workers tests; bench: distilabel, the peer in `python -m evals.bench` (distilabel_ratio)
+[ "$TF_DEV" = 1 ] && extras+=(dev ray bench)
 # Student training/eval (teacherforge train/eval): torch first and pinned, the CPU wheel.
 if [ "${TF_TRAIN:-1}" = 1 ]; then
     pip_step "torch==2.13.0"

@@ -38,6 +38,7 @@ KEYS = (
     "real_model_ratio",
     "distilabel_ratio",
 )
+PEER_CONCURRENCY = 8  # the overhead run's C, and distilabel's batch size in the peer part
 QUICK = {
     "overhead_n": 12,
     "levels": [1, 8, 32],
@@ -45,7 +46,7 @@ QUICK = {
     "slow_levels": [],
     "log_samples": 300,
     "rss_sizes": [25, 100],
-    "peer_calls": None,  # None: the same number of calls the overhead run made
+    "peer_calls": 300,  # distilabel_ratio: at least this many calls per side (the full run: 2,000)
     "workers": {"n": 128, "concurrency": 64},  # workers_2_efficiency: --workers 2 at C=64, 200 ms calls
     "ray_scaling": None,  # the full run adds the scaling curve (evals/bench/ray_scaling.py)
 }
@@ -56,7 +57,7 @@ FULL = {
     "slow_levels": [32, 128],  # again at 2 s per call, closer to a real generation's latency
     "log_samples": 10_000,
     "rss_sizes": [1_000, 10_000],
-    "peer_calls": None,
+    "peer_calls": 2_000,
     "workers": {"n": 128, "concurrency": 64},
     "ray_scaling": ["--n", "400", "--concurrency", "64", "--workers", "1,2", "--nodes", "4", "--slots", "16"],
 }
@@ -122,7 +123,7 @@ def run(quick: bool, real: bool, sizes: dict) -> dict:
         template = pipeline_bench.corpus_template(work)
 
         def overhead() -> dict:
-            return pipeline_bench.overhead(template, work, sizes["overhead_n"], concurrency=8)
+            return pipeline_bench.overhead(template, work, sizes["overhead_n"], concurrency=PEER_CONCURRENCY)
 
         _guard(result, ("overhead_ms_per_call",), "overhead", overhead)
 
@@ -169,6 +170,13 @@ def run(quick: bool, real: bool, sizes: dict) -> dict:
 
         _guard(result, ("rss_mb_1k", "rss_mb_10k"), "rss", rss)
 
+        def peer() -> dict:
+            calls = sizes["peer_calls"]
+            note = f" (--quick: fewer than the full run's {FULL['peer_calls']:,})" if quick else ""
+            return pipeline_bench.peer(template, work, calls, PEER_CONCURRENCY, note)
+
+        _guard(result, ("distilabel_ratio",), "distilabel", peer)
+
     def real_model() -> dict:
         if quick and not real:
             return {"real_model_ratio": None, "real_model_note": "skipped in --quick (add --real; 5-15 min)"}
@@ -181,11 +189,6 @@ def run(quick: bool, real: bool, sizes: dict) -> dict:
 
     _guard(result, ("real_model_ratio",), "real_model", real_model)
 
-    def peer() -> dict:
-        calls = sizes["peer_calls"] or result.get("overhead_calls") or 100
-        return pipeline_bench.peer(calls, 8, result.get("pipeline_calls_per_s_zero_latency"))
-
-    _guard(result, ("distilabel_ratio",), "distilabel", peer)
     result["machine_after"] = machine()
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     for key in KEYS:

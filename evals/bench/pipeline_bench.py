@@ -8,7 +8,8 @@ own: graph, agents, HTTP client, retrieval (query embedding), rules and the even
     python -m evals.bench.pipeline_bench overhead --n 32
     python -m evals.bench.pipeline_bench concurrency --levels 1,8,32,128 --latency 0.2
     python -m evals.bench.pipeline_bench rss --sizes 1000,10000 (peak RSS after each run, in turn)
-    python -m evals.bench.pipeline_bench peer --calls 200     (distilabel on the same stub)
+    python -m evals.bench.pipeline_bench peer --calls 2000 --concurrency 8
+                                          (TeacherForge vs distilabel, steady state, same stub)
 
 Each prints one JSON line; ``python -m evals.bench`` runs them all and prints one JSON object.
 """
@@ -21,6 +22,7 @@ import contextlib
 import heapq
 import importlib.util
 import json
+import math
 import os
 import resource
 import shutil
@@ -45,37 +47,71 @@ from teacherforge.store.views import create_views
 ROOT = checkout_root()
 EXAMPLES = ROOT / "examples" / "university"
 
-# The stub in its own process: the scripted good model, every reply after a fixed delay.
+# The stub in its own process: the scripted good model, every reply after a fixed delay. It notes
+# the arrival of each chat request as it reaches the responder (CLOCK_MONOTONIC, one list append)
+# and, when a line "arrivals" comes on its stdin, prints them as one JSON line and forgets them;
+# EOF on stdin stops it.
 STUB = """
-import sys, threading
+import json, sys, time
 sys.path.insert(0, "tests")
 from stub_server import StubServer, _as_reply
 from scripted import GoodModel
-delay, good = float(sys.argv[1]), GoodModel()
+delay, good, arrivals = float(sys.argv[1]), GoodModel(), []
 def responder(body):
+    arrivals.append(time.monotonic())
     reply = _as_reply(good(body))
     reply.delay_s = delay
     return reply
 with StubServer(responder) as stub:
     print(stub.url, flush=True)
-    threading.Event().wait()
+    for line in sys.stdin:
+        if line.strip() == "arrivals":
+            taken = arrivals[:]
+            del arrivals[: len(taken)]  # requests that arrive meanwhile are appended after these
+            print(json.dumps(taken), flush=True)
 """
+
+
+class StubProcess:
+    """The stub server's child process: its base URL and the arrival times it recorded."""
+
+    def __init__(self, proc: subprocess.Popen, url: str):
+        self.proc, self.url = proc, url
+
+    def arrivals(self) -> list[float]:
+        """``time.monotonic()`` at each chat request since the last call, in the stub's process.
+
+        On Linux CLOCK_MONOTONIC is one clock for the whole machine, so these compare with this
+        process's ``time.monotonic()`` too.
+        """
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("arrivals\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+
+@contextlib.contextmanager
+def stub_server_process(latency_s: float = 0.0) -> Iterator[StubProcess]:
+    """A stub server in a child process that records when each chat request arrives."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUB, str(latency_s)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = proc.stdout.readline().strip() if proc.stdout else ""
+        if not url.startswith("http"):
+            raise RuntimeError("the stub server did not start")
+        yield StubProcess(proc, url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
 def stub_process(latency_s: float = 0.0) -> Iterator[str]:
     """A stub server in a child process; yields its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STUB, str(latency_s)], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        url = proc.stdout.readline().strip() if proc.stdout else ""
-        if not url.startswith("http"):
-            raise RuntimeError("the stub server did not start")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with stub_server_process(latency_s) as stub:
+        yield stub.url
 
 
 def corpus_template(folder: Path) -> Path:
@@ -218,6 +254,43 @@ def rss_fresh_process(template: Path, work: Path, sizes: list[int], concurrency_
     return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1])["rss_mb"].items()}
 
 
+def steady_rate(arrivals: list[float], trim: float = 0.1) -> dict:
+    """Calls per second in steady state, from the times the stub saw the calls arrive.
+
+    The arrivals are sorted and trimmed by count, not by time: the window runs from the arrival at
+    the ``trim`` quantile (the 10th percentile) to the one at ``1 - trim`` (the 90th), and the rate
+    is the number of calls in it (the arrivals after the first one of the window) divided by the
+    time between the two. Why this window:
+
+    - Start-up comes before the first arrival, so no arrival-based rate includes it. What the trim
+      at the front removes is the ramp: a first call or batch that waits on something the steady
+      state does not (a connection pool, a step process still loading, a lone probe call followed
+      by a gap). The trim at the end removes the drain, where fewer than C calls are left in flight
+      (the last samples of a run, distilabel's last and partial batch).
+    - By count rather than a fixed number of seconds, the same function fits a 300-call quick run
+      and a 2,000-call full run, a fast side and a slow side, and a start-up gap of any length.
+    - A window over many calls rather than the median gap between calls: distilabel sends a batch of
+      C requests at once and then waits for the whole batch, so its gaps are bimodal; the median gap
+      would measure only the burst and miss the barrier, which is part of its steady-state cost.
+    - 10%/90% keeps 80% of the calls: at 2,000 calls that is 1,600 of them, so the figure does not
+      hang on a few, and the same cut on both sides keeps the comparison symmetric.
+
+    Returns ``calls_per_s`` (None when fewer than two distinct times are in the window), the
+    ``window_calls`` and ``window_s`` behind it, and ``calls``, the number of arrivals.
+    """
+    times = sorted(arrivals)
+    n = len(times)
+    out: dict = {"calls": n, "calls_per_s": None, "window_calls": 0, "window_s": 0.0}
+    if n < 2:
+        return out
+    first, last = round(trim * (n - 1)), round((1 - trim) * (n - 1))
+    span = times[last] - times[first]
+    out |= {"window_calls": last - first, "window_s": span}
+    if last > first and span > 0:
+        out["calls_per_s"] = (last - first) / span
+    return out
+
+
 PEER = """
 import json, sys, time, tempfile
 from distilabel.models.llms import OpenAILLM
@@ -231,37 +304,118 @@ with tempfile.TemporaryDirectory() as cache, Pipeline(name="peer", cache_dir=cac
     gen = TextGeneration(llm=OpenAILLM(model="stub-model", base_url=url, api_key="bench", max_retries=0),
                          input_batch_size=batch)
     load >> gen
-started = time.perf_counter()
-distiset = pipeline.run(use_cache=False)
-wall = time.perf_counter() - started
-n = len(distiset["default"]["train"])
-print(json.dumps({"calls": n, "wall_s": wall}))
+    started = time.monotonic()
+    distiset = pipeline.run(use_cache=False)
+    wall = time.monotonic() - started
+rows_out = distiset["default"]["train"]
+ok = sum(1 for row in rows_out if row.get("generation"))
+print(json.dumps({"rows": len(rows_out), "generated": ok, "started": started, "wall_s": wall}))
 """
 
 
-def peer(calls: int, batch: int, tf_calls_per_s: float | None) -> dict:
-    """distilabel generating ``calls`` chat calls against the same zero-latency stub."""
+def peer_tf_side(template: Path, work: Path, stub: StubProcess, calls: int, concurrency: int) -> dict:
+    """TeacherForge on ``stub`` at ``concurrency`` until it has made at least ``calls`` chat calls.
+
+    A warm-up run first (imports, the embedder, the HTTP pool: the start-up of this process) also
+    gives the calls per sample that size the measured run; should that run fall short, it is run
+    again larger. Only the measured run's arrivals count.
+    """
+    warm = run_pipeline(template, stub.url, max(2, min(concurrency, 8)), concurrency, work)
+    stub.arrivals()  # forget the warm-up's
+    per_sample = max(1.0, warm["calls"] / max(1, warm["samples"]))
+    n = max(1, math.ceil(calls * 1.1 / per_sample))
+    for _ in range(3):
+        started = time.monotonic()
+        r = run_pipeline(template, stub.url, n, concurrency, work)
+        arrivals = stub.arrivals()
+        if len(arrivals) >= calls:
+            break
+        n = math.ceil(n * calls / max(1, len(arrivals)) * 1.1)
+    return {"run": r, "started": started, "arrivals": arrivals}
+
+
+def peer(template: Path, work: Path, calls: int, concurrency: int, note: str = "") -> dict:
+    """TeacherForge and distilabel on the same zero-latency stub, at the same concurrency, in steady state.
+
+    One stub process serves both, one after the other: first the whole TeacherForge pipeline at
+    ``concurrency`` samples in flight (after a warm-up run), until at least ``calls`` chat calls;
+    then distilabel 1.5 ``TextGeneration`` on ``OpenAILLM`` (plain chat, no retrieval or checks) for
+    exactly as many rows as TeacherForge made calls, in batches of ``concurrency``
+    (``LoadDataFromDicts.batch_size`` = ``input_batch_size``: it sends a batch's requests at once).
+    Each side is timed twice: steady state, by ``steady_rate`` on the arrival times the stub
+    recorded (so start-up is out of both), and wall: the stub's calls ÷ TeacherForge's
+    ``generate()`` / distilabel's ``Pipeline.run()`` wall time, which includes distilabel's start-up
+    of its step processes (TeacherForge's process start-up is in the warm-up, not in its wall).
+    ``distilabel_ratio`` = steady-state TeacherForge calls/s ÷ steady-state distilabel calls/s.
+    """
     if importlib.util.find_spec("distilabel") is None:  # not imported here: it patches asyncio
-        return {"distilabel_ratio": None, "distilabel_note": "not installed (pip install distilabel)"}
+        return {
+            "distilabel_ratio": None,
+            "distilabel_note": 'not installed (pip install "teacherforge[bench]")',
+        }
     env = {**os.environ, "DISTILABEL_LOG_LEVEL": "ERROR"}
-    with stub_process(0.0) as url:
+    with stub_server_process(0.0) as stub:
+        tf = peer_tf_side(template, work, stub, calls, concurrency)
         try:
             done = subprocess.run(
-                [sys.executable, "-c", PEER, url, str(calls), str(batch)],
-                cwd=ROOT, capture_output=True, text=True, check=True, timeout=600, env=env,
+                [sys.executable, "-c", PEER, stub.url, str(len(tf["arrivals"])), str(concurrency)],
+                cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800, env=env,
             )  # fmt: skip
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             tail = (getattr(exc, "stderr", "") or "").strip().splitlines()[-1:] or [str(exc)]
-            return {"distilabel_ratio": None, "distilabel_note": f"distilabel failed: {tail[0][:200]}"}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    peer_rate = result["calls"] / result["wall_s"]
+            tf_rate = steady_rate(tf["arrivals"])["calls_per_s"]
+            return {
+                "distilabel_ratio": None,
+                "tf_calls_per_s_steady": round(tf_rate, 1) if tf_rate else None,
+                "tf_calls": len(tf["arrivals"]),
+                "distilabel_note": f"distilabel failed: {tail[0][:200]}",
+            }
+        dl_arrivals = stub.arrivals()
+    dl = json.loads(done.stdout.strip().splitlines()[-1])
+    tf_steady, dl_steady = steady_rate(tf["arrivals"]), steady_rate(dl_arrivals)
+    tf_wall = len(tf["arrivals"]) / tf["run"]["wall_s"]
+    dl_wall = len(dl_arrivals) / dl["wall_s"] if dl["wall_s"] > 0 else None
+    tf_rate, dl_rate = tf_steady["calls_per_s"], dl_steady["calls_per_s"]
+
+    def first_call_s(arrivals: list[float], started: float) -> float | None:
+        return round(min(arrivals) - started, 3) if arrivals else None
+
+    def r(x: float | None, digits: int = 1) -> float | None:
+        return round(x, digits) if x is not None else None
+
     return {
-        "distilabel_ratio": round(tf_calls_per_s / peer_rate, 3) if tf_calls_per_s else None,
-        "distilabel_calls_per_s": round(peer_rate, 1),
-        "distilabel_calls": result["calls"],
-        "distilabel_note": "distilabel TextGeneration (plain chat, no retrieval or checks) vs the whole "
-        "TeacherForge pipeline, both on the zero-latency stub with the same concurrency; wall includes "
-        "distilabel's pipeline start-up",
+        "distilabel_ratio": r(tf_rate / dl_rate, 3) if tf_rate and dl_rate else None,
+        "distilabel_ratio_wall": r(tf_wall / dl_wall, 3) if dl_wall else None,
+        "tf_calls_per_s_steady": r(tf_rate),
+        "distilabel_calls_per_s_steady": r(dl_rate),
+        "tf_calls_per_s_wall": r(tf_wall),
+        "distilabel_calls_per_s_wall": r(dl_wall),
+        "tf_calls": len(tf["arrivals"]),
+        "tf_samples": tf["run"]["samples"],
+        "tf_failed_samples": tf["run"]["failed"],
+        "distilabel_calls": len(dl_arrivals),
+        "distilabel_rows": dl["rows"],
+        "distilabel_generated": dl["generated"],
+        "peer_concurrency": concurrency,
+        "peer_calls_target": calls,
+        "tf_first_call_s": first_call_s(tf["arrivals"], tf["started"]),
+        "distilabel_first_call_s": first_call_s(dl_arrivals, dl["started"]),
+        "peer_window": {
+            "tf_calls": tf_steady["window_calls"],
+            "tf_s": r(tf_steady["window_s"], 3),
+            "distilabel_calls": dl_steady["window_calls"],
+            "distilabel_s": r(dl_steady["window_s"], 3),
+        },
+        "distilabel_note": (
+            "distilabel 1.5 TextGeneration on OpenAILLM (plain chat, no retrieval or checks) vs the whole "
+            f"TeacherForge pipeline, one zero-latency stub process for both, {concurrency} calls in flight "
+            f"(TeacherForge concurrency = distilabel batch size), >= {calls} calls each{note}. "
+            "Steady: the stub's arrival times of the chat requests (CLOCK_MONOTONIC), calls between the "
+            "10th- and 90th-percentile arrival / time between them, so start-up, ramp and drain are out "
+            "for both. Wall: calls / TeacherForge generate() (after a warm-up run in the same process) "
+            "and distilabel Pipeline.run() (includes its step processes' start-up); *_first_call_s is "
+            "the time from that start to the first call."
+        ),
     }
 
 
@@ -273,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--levels", default="1,8,32,128")
     p.add_argument("--latency", type=float, default=0.2)
     p.add_argument("--per-level", type=int, default=2)
-    p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--calls", type=int, default=2000, help="peer: at least this many calls per side")
     p.add_argument("--sizes", default="1000,10000", help="rss: sample counts, run one after another")
     p.add_argument("--template", type=Path)
     p.add_argument("--url")
@@ -295,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
                 with stub_process(0.0) as url:
                     result = rss(template, work, sizes, args.concurrency, url)
         else:
-            result = peer(args.calls, args.concurrency, None)
+            result = peer(template, work, args.calls, args.concurrency)
     print(json.dumps({"bench": f"pipeline_{args.what}", **result}), flush=True)
 
 
