@@ -42,3 +42,7 @@ def test_quickstart_sequence_runs_end_to_end_on_the_stub(tmp_path):
     assert f"{run_id}-0" in done.stdout  # replay of the first sample printed its conversation
     assert "acceptance" in done.stdout  # the sql table
     assert f"run: {run_id}" in done.stderr
+    accepted = len((out / "dataset.jsonl").read_text().splitlines())
+    assert accepted >= 1  # the stub's good model gets through the gate
+    # what the gate accepted passes `check` from the exported file alone
+    assert f"{accepted} conversation(s): {accepted} pass, 0 fail" in done.stderr, done.stderr[-2000:]
