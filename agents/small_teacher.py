@@ -173,13 +173,18 @@ def question_checker(
             raise ValueError(
                 f"shares {len(shared)} word(s) with the sentence it should ask about, not {need}"
             )
-        if stated := _stated_figures(text, allowed):
-            raise ValueError(f"states a figure ({stated[0]!r}): the question must ask for it, not give it")
-        if gap is not None and not gap.named_in(text):
-            raise ValueError(f"does not ask about the {gap.unit} its sentence counts")
+        _asks_without_giving(text, allowed, gap, "does not ask")
         return SmallQuestion(question=text)
 
     return check
+
+
+def _asks_without_giving(text: str, allowed: str, gap: Gap | None, lacking: str) -> None:
+    """A question states none of the figures it should ask for and names what its sentence counts."""
+    if stated := _stated_figures(text, allowed):
+        raise ValueError(f"states a figure ({stated[0]!r}): the question must ask for it, not give it")
+    if gap is not None and not gap.named_in(text):
+        raise ValueError(f"{lacking} about the {gap.unit} its sentence counts")
 
 
 def _stated_figures(text: str, allowed: str = "") -> list[str]:
@@ -224,10 +229,7 @@ def rewrite_checker(
             )
         elif len(now & before) < max(1, round(0.6 * len(before))):
             raise ValueError(f"kept {len(now & before)} of the {len(before)} words of the question")
-        if stated := _stated_figures(text, allowed):
-            raise ValueError(f"states a figure ({stated[0]!r}): the question must ask for it, not give it")
-        if gap is not None and not gap.named_in(text):
-            raise ValueError(f"no longer asks about the {gap.unit} its sentence counts")
+        _asks_without_giving(text, allowed, gap, "no longer asks")
         return SmallQuestion(question=text)
 
     return check

@@ -83,6 +83,16 @@ def _model_said_no(exc: LLMCallFailed) -> bool:
     return bool(last) and last.startswith(("invalid:", "parse:"))
 
 
+def _give_up(deps: RunDeps, sid: str, exc: LLMCallFailed, why: list[str], what: str) -> SampleState | None:
+    """After a failed call: the failed state when the server failed; else None, with the calls
+    recorded and ``what`` added to ``why``, so the caller tries its next sentence or answer."""
+    if not _model_said_no(exc):
+        return failed(deps, sid, exc)
+    record_calls(deps, sid, exc.calls)
+    why.append(f"{what} ({exc})")
+    return None
+
+
 def _document(chunk_id: str) -> str:
     """A chunk's document: chunk ids are ``<document hash>-<position>``."""
     return chunk_id.rsplit("-", 1)[0]
@@ -184,10 +194,8 @@ async def make_exchange(
                 deps.agents, plan, fact, others, seed, deps.config.small
             )
         except LLMCallFailed as exc:
-            if not _model_said_no(exc):
-                return failed(deps, sid, exc)
-            record_calls(deps, sid, exc.calls)
-            why.append(f"no usable question ({exc})")
+            if (ended := _give_up(deps, sid, exc, why, "no usable question")) is not None:
+                return ended
             continue
         record_calls(deps, sid, grown.calls)
         if fact is not None:
@@ -198,10 +206,9 @@ async def make_exchange(
             try:
                 reply, hits = await _answer(deps, state, [*turns, user], seed + 7 + 13 * attempt, exclude)
             except LLMCallFailed as exc:
-                if not _model_said_no(exc):
-                    return failed(deps, sid, exc)
-                record_calls(deps, sid, exc.calls)
-                why.append(f"no usable answer to '{grown.question}' ({exc})")
+                what = f"no usable answer to '{grown.question}'"
+                if (ended := _give_up(deps, sid, exc, why, what)) is not None:
+                    return ended
                 break
             except ValueError as exc:
                 why.append(str(exc))
