@@ -7,7 +7,9 @@ chunk it never saw) to drive the graph down each path.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -57,17 +59,31 @@ def passage_of(words: list[str], limit: int) -> str:
     return out or " ".join(words)[:limit]
 
 
+def _request_key(body: dict) -> int:
+    """A stable number for a request's messages."""
+    digest = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()
+    return int(digest[:8], 16) % 100_000
+
+
 class GoodModel:
     """Callable responder; ``overrides`` maps a schema name to a function that may replace the reply."""
 
     def __init__(
-        self, overrides: dict[str, Callable[[dict, int], Any]] | None = None, first_question: int = 0
+        self,
+        overrides: dict[str, Callable[[dict, int], Any]] | None = None,
+        first_question: int = 0,
+        keyed_questions: bool = False,
     ) -> None:
         """``first_question`` numbers this model's questions from there: a fork answered by a second stub
-        keeps its parent's first turn, and both stubs counting from 0 could ask the same question twice."""
+        keeps its parent's first turn, and both stubs counting from 0 could ask the same question twice.
+
+        ``keyed_questions`` numbers each question by a hash of its request instead of by arrival order,
+        so a sample gets the same questions however the samples of a run interleave (two runs of one
+        plan compared sample for sample)."""
         self.overrides = overrides or {}
         self.calls: dict[str, int] = {}
         self._counter = itertools.count(first_question)
+        self.keyed_questions = keyed_questions
 
     def __call__(self, body: dict) -> Any:
         name = schema_name(body)
@@ -86,7 +102,7 @@ class GoodModel:
 
     def _UserMessage(self, body: dict) -> dict:
         system = system_text(body)
-        k = next(self._counter)
+        k = _request_key(body) if self.keyed_questions else next(self._counter)
         if HARD_NEGATIVE_MARK in system:
             topic = system.split(HARD_NEGATIVE_MARK, 1)[1].split(".\n", 1)[0].strip().rstrip(".")
             return {"message": f"Question {k}: can you tell me about {topic}?"}

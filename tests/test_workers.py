@@ -62,8 +62,12 @@ def _free_port() -> int:
 
 
 def slow_good_model(delay_s: float):
-    """GoodModel with every reply after ``delay_s``: samples last long enough to be caught mid-flight."""
-    good = GoodModel()
+    """GoodModel with every reply after ``delay_s``: samples last long enough to be caught mid-flight.
+
+    Its questions are keyed by request, not numbered by arrival: two runs of one plan (one process,
+    then workers) interleave their samples differently, and numbered questions made a sample's
+    conversation, and so whether the rules sent it to the refiner, depend on that order."""
+    good = GoodModel(keyed_questions=True)
 
     def responder(body: dict) -> StubReply:
         result = good(body)
