@@ -146,6 +146,16 @@ class TimedRetriever:
 _RETRIEVERS: dict[Path, object] = {}
 
 
+def plan_calls(con, run_id: str) -> list[int]:
+    """LLM calls per sample in plan order (the ideal schedule starts samples in this order)."""
+    rows = con.execute(
+        "SELECT s.sample_id, count(e.event_id) FROM samples s LEFT JOIN events e "
+        "ON e.sample_id = s.sample_id AND e.type = 'llm.call' WHERE s.run_id = ? GROUP BY 1 ORDER BY 1",
+        [run_id],
+    ).fetchall()
+    return [c for _, c in rows]
+
+
 def run_pipeline(template: Path, url: str, n: int, concurrency: int, work: Path, seed: int = 1) -> dict:
     """One run of ``n`` samples on a copy of the corpus; wall, CPU and per-sample call counts."""
     path = work / f"run-{uuid.uuid4().hex[:8]}.duckdb"
@@ -170,11 +180,7 @@ def run_pipeline(template: Path, url: str, n: int, concurrency: int, work: Path,
             [summary.run_id],
         ).fetchall()
     ]
-    order = con.execute(
-        "SELECT s.sample_id, count(e.event_id) FROM samples s LEFT JOIN events e "
-        "ON e.sample_id = s.sample_id AND e.type = 'llm.call' WHERE s.run_id = ? GROUP BY 1 ORDER BY 1",
-        [summary.run_id],
-    ).fetchall()
+    in_plan_order = plan_calls(con, summary.run_id)
     con.close()
     path.unlink(missing_ok=True)
     return {
@@ -184,7 +190,7 @@ def run_pipeline(template: Path, url: str, n: int, concurrency: int, work: Path,
         "cpu_s": cpu,
         "retrieval_cpu_s": retriever.cpu_s,
         "calls": sum(per_sample),
-        "calls_per_sample": [c for _, c in order],
+        "calls_per_sample": in_plan_order,
         "accepted": summary.accepted,
         "failed": summary.failed,  # a failed sample makes the figures meaningless: reported, not hidden
     }

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from teacherforge.agents.llm import Endpoint
-from teacherforge.evals.bench.pipeline_bench import corpus_template, ideal_wall_s, run_pipeline
+from teacherforge.evals.bench.pipeline_bench import corpus_template, ideal_wall_s, plan_calls, run_pipeline
 from teacherforge.evals.paths import checkout_root
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.ray_cluster import Cluster, connect, disconnect, import_ray
@@ -89,16 +89,6 @@ def stub_servers(count: int, latency_s: float, slots: int = 0) -> Iterator[list[
             proc.wait(timeout=10)
 
 
-def _plan_calls(con, run_id: str) -> list[int]:
-    """LLM calls per sample in plan order (the ideal schedule starts samples in this order)."""
-    rows = con.execute(
-        "SELECT s.sample_id, count(e.event_id) FROM samples s LEFT JOIN events e "
-        "ON e.sample_id = s.sample_id AND e.type = 'llm.call' WHERE s.run_id = ? GROUP BY 1 ORDER BY 1",
-        [run_id],
-    ).fetchall()
-    return [c for _, c in rows]
-
-
 def run_workers(
     template: Path, urls: list[str], n: int, concurrency: int, workers: int, cluster: Cluster, work: Path
 ) -> dict:
@@ -123,7 +113,7 @@ def run_workers(
         "'sample.failed')",
         [summary.run_id, summary.run_id],
     ).fetchone()[0]
-    calls = _plan_calls(con, summary.run_id)
+    calls = plan_calls(con, summary.run_id)
     usage = con.execute(
         "SELECT payload FROM events WHERE run_id = ? AND type = 'workers.finished'", [summary.run_id]
     ).fetchone()
