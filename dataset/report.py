@@ -23,7 +23,7 @@ from teacherforge.dataset import report_metrics as m
 from teacherforge.dataset import report_plots as plots
 from teacherforge.dataset.report_baseline import generate_baseline, resolve_endpoint
 from teacherforge.dataset.report_data import SCORE_DIMENSIONS, RunData, collect
-from teacherforge.dataset.tone import tone_report
+from teacherforge.dataset.tone import tone_reports
 from teacherforge.retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
 
 TEMPLATES = Path(__file__).parent / "report_templates"
@@ -141,10 +141,12 @@ def build_report(
         for dim in ("tier", "persona", "technique")
     }
     rates = m.rates(data)
-    tone = {
-        part: tone_report([(s.persona, m.user_turns(s)) for s in samples], data.personas, embedder.embed)
-        for part, samples in (("dataset", dataset), ("generated", data.samples))
-    }
+    tone = tone_reports(
+        {part: [(s.persona, m.user_turns(s)) for s in samples] for part, samples in
+         (("dataset", dataset), ("generated", data.samples))},
+        data.personas,
+        embedder.embed,
+    )  # fmt: skip
     near = m.near_duplicate_rate(data)
     documents = sorted({d for s in dataset for d in s.documents})
     context: dict[str, Any] = {

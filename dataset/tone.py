@@ -51,7 +51,7 @@ def classify(
     names = sorted(personas)
     if len(names) < 2:
         raise ValueError(f"tone match needs at least two personas, got {len(names)}")
-    kept = [(planned, text) for planned, text in turns if planned in personas and text.strip()]
+    kept = _classifiable(turns, personas)
     if not kept:
         return []
     prototypes = np.asarray(embed([persona_text(n, personas[n]) for n in names]), dtype=np.float32)
@@ -63,6 +63,11 @@ def classify(
         others = np.delete(row, own)
         verdicts.append(ToneVerdict(planned, names[int(np.argmax(row))], float(row[own] - others.max())))
     return verdicts
+
+
+def _classifiable(turns: Sequence[tuple[str, str]], personas: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The turns ``classify`` judges: a non-empty text planned for one of ``personas``."""
+    return [(planned, text) for planned, text in turns if planned in personas and text.strip()]
 
 
 def by_persona(verdicts: Sequence[ToneVerdict], personas: Sequence[str]) -> dict:
@@ -94,16 +99,32 @@ def _most_common(names: list[str]) -> str | None:
     return max(sorted(set(names)), key=names.count) if names else None
 
 
-def tone_report(
-    samples: Sequence[tuple[str | None, Sequence[str]]], personas: Mapping[str, str], embed: Embed
-) -> dict:
+Samples = Sequence[tuple[str | None, Sequence[str]]]  # (planned persona, user turns) per sample
+
+
+def tone_report(samples: Samples, personas: Mapping[str, str], embed: Embed) -> dict:
     """The report section for ``(planned persona, user turns)`` per sample; a note instead of figures
     when the run has fewer than two personas or no user turns."""
+    return tone_reports({"part": samples}, personas, embed)["part"]
+
+
+def tone_reports(parts: Mapping[str, Samples], personas: Mapping[str, str], embed: Embed) -> dict[str, dict]:
+    """``tone_report`` for each part, classifying every distinct turn once: the report's parts
+    overlap (the dataset is a subset of the generated samples)."""
     empty = {"personas": [], "turns": 0, "match_rate": None, "chance": None}
     if len(personas) < 2:
-        return {**empty, "status": "n/a", "note": "Tone match needs at least two personas in the run."}
-    turns = [(p, text) for p, texts in samples if p for text in texts]
-    verdicts = classify(turns, personas, embed)
-    if not verdicts:
-        return {**empty, "status": "n/a", "note": "No user turns to classify."}
-    return {"status": "ok", "note": "", **by_persona(verdicts, list(personas))}
+        note = "Tone match needs at least two personas in the run."
+        return {name: {**empty, "status": "n/a", "note": note} for name in parts}
+    turns = {
+        name: [(p, text) for p, texts in samples if p for text in texts] for name, samples in parts.items()
+    }
+    distinct = _classifiable(list(dict.fromkeys(t for part in turns.values() for t in part)), personas)
+    by_turn = dict(zip(distinct, classify(distinct, personas, embed), strict=True))
+    reports = {}
+    for name, part in turns.items():
+        verdicts = [by_turn[turn] for turn in part if turn in by_turn]
+        if not verdicts:
+            reports[name] = {**empty, "status": "n/a", "note": "No user turns to classify."}
+        else:
+            reports[name] = {"status": "ok", "note": "", **by_persona(verdicts, list(personas))}
+    return reports

@@ -35,17 +35,16 @@ EMBED = fake_embed(
     }
 )
 
+# the third villager turn sits nearer the parent: one miss
+TURNS = [
+    ("parent", "what if the fees rise?"),
+    ("villager", "how much it cost"),
+    ("villager", "is the dorm safe"),
+]
+
 
 def test_each_turn_goes_to_the_nearest_persona_with_its_margin():
-    verdicts = classify(
-        [
-            ("parent", "what if the fees rise?"),
-            ("villager", "how much it cost"),
-            ("villager", "is the dorm safe"),
-        ],
-        PERSONAS,
-        EMBED,
-    )
+    verdicts = classify(TURNS, PERSONAS, EMBED)
     assert [(v.planned, v.predicted, v.matched) for v in verdicts] == [
         ("parent", "parent", True),
         ("villager", "villager", True),
@@ -62,15 +61,7 @@ def test_turns_of_unknown_personas_and_empty_turns_are_left_out_and_one_persona_
 
 
 def test_per_persona_rates_chance_and_the_usual_confusion():
-    verdicts = classify(
-        [
-            ("parent", "what if the fees rise?"),
-            ("villager", "how much it cost"),
-            ("villager", "is the dorm safe"),
-        ],
-        PERSONAS,
-        EMBED,
-    )
+    verdicts = classify(TURNS, PERSONAS, EMBED)
     report = by_persona(verdicts, list(PERSONAS))
     rows = {r["persona"]: r for r in report["personas"]}
     assert (rows["parent"]["turns"], rows["parent"]["match_rate"], rows["parent"]["mistaken_for"]) == (
