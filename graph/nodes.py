@@ -113,7 +113,7 @@ async def seed_context_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
         if not anchor_pool:
             return {"status": "failed", "error": "the index has no chunks; run 'teacherforge ingest' first"}
         anchor = random.Random(f"anchor:{deps.config.seed}:{plan.index}").choice(anchor_pool)
-        query = anchor.text[:300]
+        query = anchor.text  # the retriever has its vector from ingest: no second embedding
         hits = await asyncio.to_thread(retriever.search, query, k, mode, plan.category)
         if plan.technique == "multi_source":
             others = await asyncio.to_thread(

@@ -28,7 +28,8 @@ from teacherforge.graph.sample_graph import build_sample_graph
 from teacherforge.graph.state import RunDeps
 from teacherforge.retrieval.embedder import load_embedder
 from teacherforge.retrieval.index import ChunkTable
-from teacherforge.retrieval.retriever import InMemoryRetriever
+from teacherforge.retrieval.retriever import InMemoryRetriever, Retriever
+from teacherforge.retrieval.weaviate_client import WeaviateSettings
 
 BATCH_WINDOW_S = 0.02  # gather events this long before shipping, unless a sample just ended
 
@@ -42,6 +43,7 @@ class WorkerSpec:
     generator: Endpoint
     critic: Endpoint
     slots: int  # samples this worker runs at once; the run's --concurrency is split over the workers
+    weaviate: WeaviateSettings | None = None  # --store weaviate: every worker searches the shared store
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class SampleWorker:
                 await asyncio.to_thread(check_endpoint, url, model, key)
         except EndpointError as exc:
             return {**where, "error": f"worker {index} on {node} cannot reach its endpoint: {exc}"}
-        retriever = await asyncio.to_thread(InMemoryRetriever, self.table, load_embedder(self.table.embedder))
+        retriever = await asyncio.to_thread(_open_retriever, self.table, spec.weaviate)
         # the first query pays the embedder's warm-up: pay it here, not inside the first samples
         await asyncio.to_thread(retriever.search, "warm-up", 1, spec.config.search)
         agents = build_agents(spec.config, spec.generator, spec.critic)
@@ -139,6 +141,21 @@ class SampleWorker:
         if self.deps is not None:
             with contextlib.suppress(Exception):
                 await self.deps.agents.aclose()
+            with contextlib.suppress(Exception):
+                getattr(self.deps.retriever, "close", lambda: None)()
+
+
+def _open_retriever(table: ChunkTable, weaviate: WeaviateSettings | None) -> Retriever:
+    """The chunks the driver shipped, searched in memory; or, with ``--store weaviate``, the shared
+    Weaviate (the driver checked it is in step with the database before any worker started)."""
+    embedder = load_embedder(table.embedder)
+    if weaviate is None:
+        return InMemoryRetriever(table, embedder)
+    from teacherforge.retrieval.weaviate_mirror import WeaviateRetriever
+    from teacherforge.retrieval.weaviate_store import WeaviateChunkStore, connect_weaviate
+
+    store = WeaviateChunkStore(connect_weaviate(weaviate), weaviate)
+    return WeaviateRetriever(store, embedder, sorted({c for c in table.categories if c}), len(table.ids))
 
 
 def _endpoints(generator: Endpoint, critic: Endpoint) -> list[tuple[str, str, str]]:

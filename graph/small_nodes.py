@@ -119,7 +119,8 @@ async def _more_seed_chunks(deps: RunDeps, state: SampleState, plan: Plan, used:
     """When no seed chunk has a sentence with a figure, the nearest chunks of the category that do
     (at most top_k, recorded as a second seed retrieval) join the seed chunks."""
     seed_chunks = state.get("seed_chunks") or []
-    query = seed_chunks[0]["text"][:300] if seed_chunks else plan.category or "overview"
+    # the first seed chunk's whole text: the retriever has its vector from ingest (no embedding)
+    query = seed_chunks[0]["text"] if seed_chunks else plan.category or "overview"
     hits = await asyncio.to_thread(deps.retriever.search, query, 10, deps.config.search, plan.category)
     have = {c["chunk_id"] for c in seed_chunks}
     useful = [

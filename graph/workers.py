@@ -48,6 +48,7 @@ from teacherforge.graph.runner import (
     start_payload,
 )
 from teacherforge.graph.worker_dispatch import Dispatcher, WorkerHandle
+from teacherforge.retrieval.weaviate_client import WeaviateSettings
 from teacherforge.store.events import EventLog
 
 SETUP_TIMEOUT_S = 300.0  # start-up (placement, embedder load, endpoint check) of one worker
@@ -57,14 +58,12 @@ class WorkerError(ClusterError):
     """A worker could not start (endpoint unreachable from its node, no room on the cluster)."""
 
 
-def check_worker_options(workers: int | None, address: str | None, budget: bool, weaviate: bool) -> None:
+def check_worker_options(workers: int | None, address: str | None, budget: bool) -> None:
     """What a run on workers cannot do (yet), refused in one line before anything starts."""
     if workers is not None and workers < 1:
         raise ClusterError(f"--workers {workers}: give at least 1")
     if budget:  # each call reserves its worst case in one process's meter; workers would each need a share
         raise ClusterError("--max-tokens/--max-cost are not supported with --workers/--ray-address yet")
-    if weaviate:  # workers search the chunks the driver ships them; a Weaviate client per worker is not done
-        raise ClusterError("--store weaviate is not supported with --workers/--ray-address yet")
     if address is not None:
         check_address(address)
     require_ray()
@@ -140,8 +139,13 @@ async def generate_on_workers(
     extra_start: dict | None = None,
     control: StopControl | None = None,
     notify: Callable[[str], None] | None = None,
+    weaviate: WeaviateSettings | None = None,
 ) -> RunSummary:
-    """``runner.generate`` on Ray workers: the same events, samples handed out one slot at a time."""
+    """``runner.generate`` on Ray workers: the same events, samples handed out one slot at a time.
+
+    With ``weaviate`` every worker searches that store (as a local ``--store weaviate`` run does);
+    without, the chunk table this process loaded, shipped to the workers once.
+    """
     started, started_at = time.perf_counter(), dt.datetime.now(dt.UTC).replace(tzinfo=None)
     run_id = run_id or new_run_id()
     notify = notify or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -156,7 +160,8 @@ async def generate_on_workers(
             f"--workers {count}: the cluster has {cluster.cpus:g} CPU(s) and each worker takes one; "
             "lower --workers or add nodes"
         )
-    spec = WorkerSpec(run_id, config, generator, critic, split_concurrency(config.concurrency, count))
+    slots = split_concurrency(config.concurrency, count)
+    spec = WorkerSpec(run_id, config, generator, critic, slots, weaviate)
     kill = cluster.ray.kill
     spawn = spawner(cluster, spec, table, replies)
     handles = await start_workers(spawn, count if jobs else 0, kill)  # a resume with nothing left: none

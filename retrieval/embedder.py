@@ -9,6 +9,7 @@ internet and torch. Vectors are L2-normalised, so a dot product is the cosine.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -35,12 +36,22 @@ class QueryVectors:
     Searches repeat queries: every plan looks up its category by name, and a multi-source turn
     searches the same question twice. A short query costs ~8 ms of CPU on MiniLM int8 (the largest
     single item of TeacherForge's own CPU per call, docs/performance.md); a hit costs a dict lookup.
-    Vectors are read-only, so one cached array can be handed to every caller.
+    ``known`` maps texts whose vectors exist already (an index's chunk texts, embedded at ingest by
+    the same model) to them: a plan's anchor search queries with its anchor chunk's text, and a
+    70-token chunk costs ~30 ms to embed again. Vectors are read-only, so one array can be handed to
+    every caller.
     """
 
-    def __init__(self, embedder: Embedder, maxsize: int = 4096):
+    def __init__(
+        self, embedder: Embedder, maxsize: int = 4096, known: Mapping[str, np.ndarray] | None = None
+    ):
         self.embedder = embedder
-        self.vector = lru_cache(maxsize=maxsize)(self._embed_one)
+        self.known = known or {}
+        self._cached = lru_cache(maxsize=maxsize)(self._embed_one)
+
+    def vector(self, text: str) -> np.ndarray:
+        known = self.known.get(text)
+        return known if known is not None else self._cached(text)
 
     def _embed_one(self, text: str) -> np.ndarray:
         vector = np.asarray(self.embedder.embed([text])[0], dtype=np.float32)

@@ -107,7 +107,7 @@ class InMemoryRetriever:
 
         self.table = table
         self.embedder = embedder
-        self._queries = QueryVectors(embedder)
+        self._queries = QueryVectors(embedder, known=_chunk_vectors(table))
         self.fusion = fusion
         self.alpha = alpha if alpha is not None else (DEFAULT_ALPHA if fusion == "relative" else 0.5)
         self.rrf_k = rrf_k
@@ -170,6 +170,16 @@ class InMemoryRetriever:
         return ScoredChunk(
             t.ids[i], score, t.documents[i], t.categories[i], t.sections[i], t.texts[i], t.page(i)
         )
+
+
+def _chunk_vectors(table: ChunkTable) -> dict[str, np.ndarray]:
+    """Each chunk's text -> its stored vector (read-only rows): a query that is a chunk's text, like
+    a plan's anchor search, needs no second embedding. Ingest embedded exactly these texts."""
+    if not len(table.ids):
+        return {}
+    rows = table.matrix.view()
+    rows.setflags(write=False)
+    return dict(zip(table.texts, rows, strict=True))
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

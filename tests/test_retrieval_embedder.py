@@ -44,3 +44,35 @@ def test_bundled_sentence_transformers_model_matches_the_onnx_default(monkeypatc
     onnx = load_embedder().embed(SENTENCES)
     cosines = np.sum(st.embed(SENTENCES) * onnx, axis=1)
     assert cosines.min() > 0.99
+
+
+class CountingEmbedder:
+    """The real embedder, noting every text it is asked to embed."""
+
+    def __init__(self, inner):
+        self.inner, self.model_id, self.dim, self.texts = inner, inner.model_id, inner.dim, []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.texts += texts
+        return self.inner.embed(texts)
+
+
+def test_a_query_that_is_a_chunks_text_reuses_its_stored_vector_which_is_what_embedding_gives(db_path):
+    """A plan's anchor search queries with the anchor chunk's text; ingest embedded that same text."""
+    from teacherforge.graph.runner import build_retriever
+    from teacherforge.retrieval.embedder import QueryVectors
+    from teacherforge.store.database import connect
+
+    con = connect(db_path)
+    retriever = build_retriever(con)
+    con.close()
+    table, counting = retriever.table, CountingEmbedder(retriever.embedder)
+    queries = QueryVectors(counting, known=retriever._queries.known)
+    for row in (0, len(table.ids) // 2, len(table.ids) - 1):
+        stored = queries.vector(table.texts[row])
+        assert not stored.flags.writeable
+        fresh = retriever.embedder.embed([table.texts[row]])[0]
+        assert float(stored @ fresh) > 0.9999  # the same text through the same model
+    assert counting.texts == []  # none of them was embedded again
+    queries.vector("a question no chunk has as its text")
+    assert counting.texts == ["a question no chunk has as its text"]

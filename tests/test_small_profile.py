@@ -187,7 +187,9 @@ def test_a_failing_gate_regenerates_the_exchange_with_new_seeds(db_path):
         "SELECT payload->'params'->>'seed' FROM events "
         "WHERE type='llm.call' AND payload->>'schema_name'='SmallQuestion'",
     )
-    assert len({s for (s,) in seeds}) == len(seeds) == 2  # the regenerated question had a new seed
+    # every question attempt, the regenerated exchange's included, went out with a seed of its own
+    # (how many attempts it took depends on which facts the seed chunks offer the stub)
+    assert len({s for (s,) in seeds}) == len(seeds) >= 2
     assert query(db_path, "SELECT revisions FROM samples")[0][0] == 1
 
 

@@ -365,3 +365,47 @@ def test_the_dispatcher_restarts_a_lost_workers_samples_once_with_their_replies(
         assert b.finished == 4 and a.finished == 0
 
     asyncio.run(scenario())
+
+
+def test_workers_search_the_shared_weaviate_and_match_a_single_process_run(ray_required, db_path, tmp_path):
+    """--store weaviate on workers: each worker queries the one Weaviate, as a local run does."""
+    pytest.importorskip("weaviate", reason="weaviate-client is not installed (pip install -e '.[weaviate]')")
+    from test_weaviate_fake import FakeWeaviate
+
+    from teacherforge.retrieval.weaviate_client import WeaviateSettings, connect_weaviate
+    from teacherforge.retrieval.weaviate_mirror import sync_to_weaviate
+    from teacherforge.retrieval.weaviate_store import WeaviateChunkStore
+    from teacherforge.store.database import connect
+
+    on_workers = tmp_path / "workers.duckdb"
+    common = ["--n", 4, "--seed", 3, "--concurrency", 4, "--model", "stub-model", "--run-id", "run-wv"]
+    with FakeWeaviate() as fake, StubServer(slow_good_model(0.02)) as stub:
+        settings = WeaviateSettings(url=fake.url, grpc_port=fake.grpc_port)
+        con = connect(db_path)
+        store = WeaviateChunkStore(connect_weaviate(settings), settings)
+        sync_to_weaviate(con, store)
+        store.client.close()
+        con.close()
+        shutil.copy(db_path, on_workers)
+        store_args = [
+            "--store",
+            "weaviate",
+            "--weaviate-url",
+            fake.url,
+            "--weaviate-grpc-port",
+            fake.grpc_port,
+        ]
+        one = tf("run", "--db", db_path, "--llm-url", stub.url, *common, *store_args)
+        searched_locally = len(fake.searches)
+        two = tf("run", "--db", on_workers, "--llm-url", stub.url, *common, *store_args, "--workers", 2)
+        searched_on_workers = len(fake.searches) - searched_locally
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    # the same searches on the same store, plus one warm-up per worker
+    assert searched_locally > 0 and searched_on_workers == searched_locally + 2
+    expected = per_sample(db_path, "run-wv")
+    assert len(expected) == 4
+    assert per_sample(on_workers, "run-wv") == expected
+    hits = "SELECT sample_id, purpose, query, chunk_ids FROM retrievals WHERE run_id = ? ORDER BY ALL"
+    assert query(on_workers, hits, "run-wv") == query(db_path, hits, "run-wv")
+    verify_clean(on_workers)
