@@ -173,7 +173,7 @@ def run(
             raise ConfigError("--resume and --from-eval exclude each other; a resumed run keeps its seeds")
         settings = store_settings(store, weaviate_url, weaviate_grpc_port, weaviate_collection)
         if workers is not None or ray_address is not None:
-            check_worker_options(workers, ray_address, budget.active)
+            check_worker_options(workers, ray_address)
             cluster = connect_cluster(workers, ray_address)  # before the database: nothing to undo on failure
             err.print(cluster.describe(), highlight=False)
         con, log = open_writer(db, wait)
@@ -309,9 +309,8 @@ def _generate_with_progress(
         }
         if cluster is not None:  # the samples run on Ray workers; this process stays the only writer
             notify = lambda m: err.print(m, highlight=False)  # noqa: E731
-            work = generate_on_workers(
-                con, log, cfg, gen, crit, cluster, workers, notify=notify, weaviate=weaviate, **common
-            )
+            on = {"notify": notify, "weaviate": weaviate, "budget": budget}
+            work = generate_on_workers(con, log, cfg, gen, crit, cluster, workers, **on, **common)
         else:
             work = generate(con, log, cfg, gen, crit, retriever=retriever, budget=budget, **common)
         return asyncio.run(run_stoppable(work, control, on_hard_exit))

@@ -136,9 +136,8 @@ class CallMeter:
 
     # -- the call gate ------------------------------------------------------------------------------
 
-    def reservation(self, messages: list[dict[str, str]], max_tokens: int) -> Reservation:
+    def reservation(self, chars: int, max_tokens: int) -> Reservation:
         """The attempt's worst case: the completion cap plus the prompt, estimated from its characters."""
-        chars = sum(len(str(m.get("content") or "")) + len(str(m.get("role") or "")) for m in messages)
         ratio = 1 / FIRST_PROMPT_CHARS_PER_TOKEN
         if self.tokens_per_char:
             ratio = self.tokens_per_char * PROMPT_MARGIN
@@ -154,11 +153,15 @@ class CallMeter:
         return b.max_cost is None or b.cost(tokens_in, tokens_out) <= b.max_cost
 
     async def admit(self, messages: list[dict[str, str]], max_tokens: int) -> Reservation:
-        """Reserve an attempt's worst case before it is sent; wait while calls in flight may free room.
+        """Reserve an attempt's worst case before it is sent (the ``CallGate`` of agents/llm.py)."""
+        return await self.admit_chars(prompt_chars(messages), max_tokens)
+
+    async def admit_chars(self, chars: int, max_tokens: int) -> Reservation:
+        """Reserve a prompt of ``chars`` characters; wait while calls in flight may free room.
 
         Raises ``CallRefused`` when it does not fit and nothing is in flight: the cap is reached.
         """
-        r = self.reservation(messages, max_tokens)
+        r = self.reservation(chars, max_tokens)
         while not self.fits(r):
             if self.in_flight == 0:
                 raise CallRefused("the run's budget has no room for the next call", self.refusal(r))
@@ -172,11 +175,15 @@ class CallMeter:
 
     def settle(self, r: Reservation, record: LLMCallRecord) -> None:
         """Drop the attempt's reservation (``observe`` counts what it really used) and wake waiters."""
+        self.release(r, record.tokens_in)
+
+    def release(self, r: Reservation, tokens_in: int | None) -> None:
+        """``settle`` given only the prompt tokens the server reported (what calibrates the estimate)."""
         self.reserved_in -= r.tokens_in
         self.reserved_out -= r.tokens_out
         self.in_flight -= 1
-        if record.tokens_in and r.chars:
-            self.tokens_per_char = max(self.tokens_per_char or 0.0, record.tokens_in / r.chars)
+        if tokens_in and r.chars:
+            self.tokens_per_char = max(self.tokens_per_char or 0.0, tokens_in / r.chars)
         if self._settled is not None:
             self._settled.set()
             self._settled = None
@@ -213,6 +220,11 @@ class CallMeter:
             "tokens": self.tokens,
             **_under_or_over(gap_usd),
         }
+
+
+def prompt_chars(messages: list[dict[str, str]]) -> int:
+    """The size of a prompt as the budget estimates it: its roles and contents, in characters."""
+    return sum(len(str(m.get("content") or "")) + len(str(m.get("role") or "")) for m in messages)
 
 
 def _under_or_over(gap: float) -> dict[str, float]:

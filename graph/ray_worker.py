@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from teacherforge.agents.llm import Endpoint
+from teacherforge.agents.llm import CallRefused, Endpoint
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.endpoint_pool import attach as attach_pools
 from teacherforge.graph.endpoints import EndpointError, check_endpoint
+from teacherforge.graph.remote_budget import RemoteGate
 from teacherforge.graph.remote_log import Batch, RemoteSink
 from teacherforge.graph.runner import SampleJob, build_agents, invoke_sample
 from teacherforge.graph.sample_graph import build_sample_graph
@@ -44,6 +45,7 @@ class WorkerSpec:
     critic: Endpoint
     slots: int  # samples this worker runs at once; the run's --concurrency is split over the workers
     weaviate: WeaviateSettings | None = None  # --store weaviate: every worker searches the shared store
+    budget_keeper: Any = None  # --max-tokens/--max-cost: the run's BudgetKeeper (graph/remote_budget.py)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class SampleWorker:
         agents = build_agents(spec.config, spec.generator, spec.critic)
         for llm in (agents.generator, agents.critic):
             llm.replies = self.replies  # one dict, extended by restarted samples' replies
+            if spec.budget_keeper is not None:
+                llm.gate = RemoteGate(spec.budget_keeper)
 
         def endpoint_changed(url: str, state: str, details: dict) -> None:
             self.sink.append(spec.run_id, f"endpoint.{state}", {"url": url, "worker": index, **details})
@@ -105,18 +109,21 @@ class SampleWorker:
         return len(self.tasks)
 
     async def _run(self, a: Assignment) -> None:
-        sample_id = a.job.sample_id
+        sample_id, run_id, refusal = a.job.sample_id, self.spec.run_id, None
         try:
             status = await invoke_sample(self.graph, self.deps, a.job, a.restart_reason)
         except asyncio.CancelledError:  # the driver asked (Ctrl-C grace over): --resume restarts it
             status = "abandoned"
-        except Exception as exc:  # CallRefused cannot happen (no budget gate on workers); never lose the end
+        except CallRefused as exc:  # the run budget has no room for its next call: unfinished, as locally
+            for call in exc.calls:  # earlier attempts of that call spent tokens: keep them counted
+                self.sink.append(run_id, "llm.call", vars(call), sample_id, call.agent)
+            status, refusal = "budget", exc.detail
+        except Exception as exc:  # a bug in the worker: never lose the sample's end
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-            payload = {"error": error, "reasons": [error]}
-            self.sink.append(self.spec.run_id, "sample.failed", payload, sample_id)
+            self.sink.append(run_id, "sample.failed", {"error": error, "reasons": [error]}, sample_id)
         finally:
             self.tasks.pop(sample_id, None)
-        self.sink.finished(sample_id, status)
+        self.sink.finished(sample_id, status, refusal)
 
     async def next_batch(self, wait_s: float, window_s: float = BATCH_WINDOW_S) -> Batch:
         """The events appended since the last call (and the samples that ended), after a short wait."""

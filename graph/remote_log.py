@@ -54,6 +54,8 @@ class Batch:
 
     events: list[PendingEvent] = field(default_factory=list)
     done: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, status or "abandoned")
+    # sample_id -> why the run budget refused its next call (status "budget"): the run stops for it
+    refusals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.done)
@@ -87,9 +89,11 @@ class RemoteSink:
         self._wake()
         return event
 
-    def finished(self, sample_id: str, status: str) -> None:
+    def finished(self, sample_id: str, status: str, refusal: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._batch.done.append((sample_id, status))
+            if refusal is not None:
+                self._batch.refusals[sample_id] = refusal
         self._wake()
 
     def pending(self) -> bool:

@@ -99,7 +99,7 @@ class Dispatcher:
     def apply(self, h: WorkerHandle, batch: Batch) -> None:
         done = replay_batch(batch, self.log, lambda sid: self.owner.get(sid) is h, self._observe)
         for sample_id, status in done:
-            self._sample_done(h, sample_id, status)
+            self._sample_done(h, sample_id, status, batch.refusals.get(sample_id))
         self.fill()
 
     def _observe(self, event: PendingEvent) -> None:
@@ -110,16 +110,21 @@ class Dispatcher:
         payload = event.payload
         if not payload.get("reused"):  # as in a local run: only calls sent to a model are metered
             self.meter.observe(LLMCallRecord(**payload))
+            reached = self.meter.over_budget() if self.meter.budget.active else None
+            if reached is not None:
+                self.control.request("budget_reached", **reached)
         if event.sample_id is not None and payload.get("error") is None and payload.get("parsed") is not None:
             replies = self.sample_replies.setdefault(event.sample_id, {})
             replies.setdefault(payload["request_hash"], {k: payload.get(k) for k in REPLY_FIELDS})
 
-    def _sample_done(self, h: WorkerHandle, sample_id: str, status: str) -> None:
+    def _sample_done(self, h: WorkerHandle, sample_id: str, status: str, refusal: dict | None = None) -> None:
         h.owned.discard(sample_id)
-        h.finished += status != "abandoned"
+        h.finished += status not in ("abandoned", "budget")
         self.owner.pop(sample_id, None)
         self.sample_replies.pop(sample_id, None)
-        if status == "abandoned":  # cancelled after the Ctrl-C grace period: unfinished, --resume restarts it
+        if status == "budget":  # the run budget refused its next call: the run stops, --resume restarts it
+            self.control.request("budget_reached", **(refusal or {}))
+        if status in ("abandoned", "budget"):  # cancelled after the Ctrl-C grace, or refused: unfinished
             self.progress["abandoned"].append(sample_id)
             return
         progress = self.progress

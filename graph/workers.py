@@ -37,6 +37,7 @@ from teacherforge.graph.config import RunConfig
 from teacherforge.graph.interrupt import StopControl
 from teacherforge.graph.ray_cluster import Cluster, ClusterError, check_address, require_ray
 from teacherforge.graph.ray_worker import SampleWorker, WorkerSpec
+from teacherforge.graph.remote_budget import BudgetKeeper
 from teacherforge.graph.runner import (
     RunSummary,
     SampleJob,
@@ -58,12 +59,10 @@ class WorkerError(ClusterError):
     """A worker could not start (endpoint unreachable from its node, no room on the cluster)."""
 
 
-def check_worker_options(workers: int | None, address: str | None, budget: bool) -> None:
-    """What a run on workers cannot do (yet), refused in one line before anything starts."""
+def check_worker_options(workers: int | None, address: str | None) -> None:
+    """Bad worker options, refused in one line before anything starts."""
     if workers is not None and workers < 1:
         raise ClusterError(f"--workers {workers}: give at least 1")
-    if budget:  # each call reserves its worst case in one process's meter; workers would each need a share
-        raise ClusterError("--max-tokens/--max-cost are not supported with --workers/--ray-address yet")
     if address is not None:
         check_address(address)
     require_ray()
@@ -140,11 +139,13 @@ async def generate_on_workers(
     control: StopControl | None = None,
     notify: Callable[[str], None] | None = None,
     weaviate: WeaviateSettings | None = None,
+    budget: Budget | None = None,
 ) -> RunSummary:
     """``runner.generate`` on Ray workers: the same events, samples handed out one slot at a time.
 
     With ``weaviate`` every worker searches that store (as a local ``--store weaviate`` run does);
-    without, the chunk table this process loaded, shipped to the workers once.
+    without, the chunk table this process loaded, shipped to the workers once. A ``budget`` is kept
+    by one actor that every worker's attempts ask first (graph/remote_budget.py).
     """
     started, started_at = time.perf_counter(), dt.datetime.now(dt.UTC).replace(tzinfo=None)
     run_id = run_id or new_run_id()
@@ -160,12 +161,20 @@ async def generate_on_workers(
             f"--workers {count}: the cluster has {cluster.cpus:g} CPU(s) and each worker takes one; "
             "lower --workers or add nodes"
         )
+    meter = CallMeter(budget or Budget())
+    if resumed and meter.budget.active:
+        meter.load_run(con, run_id)
+    keeper = budget_keeper(cluster, meter)
     slots = split_concurrency(config.concurrency, count)
-    spec = WorkerSpec(run_id, config, generator, critic, slots, weaviate)
+    spec = WorkerSpec(run_id, config, generator, critic, slots, weaviate, keeper)
     kill = cluster.ray.kill
     spawn = spawner(cluster, spec, table, replies)
-    handles = await start_workers(spawn, count if jobs else 0, kill)  # a resume with nothing left: none
-    meter = CallMeter(Budget())
+    try:
+        handles = await start_workers(spawn, count if jobs else 0, kill)  # a resume with nothing left: none
+    except BaseException:
+        if keeper is not None:
+            kill(keeper)
+        raise
     dispatcher = Dispatcher(log, run_id, jobs, meter, control, generator, on_sample_done, notify, kill)
     dispatcher.spawn, dispatcher.replacements_left = spawn, count
     if resumed:
@@ -176,6 +185,9 @@ async def generate_on_workers(
     else:
         payload = start_payload(config, generator, critic, categories, len(table.ids), extra_start)
         log.append(run_id, "run.started", payload)
+    already = meter.over_budget() if meter.budget.active else None  # a resumed run may be over its cap
+    if already is not None:
+        control.request("budget_reached", **already)
     log.append(
         run_id, "workers.started", {"address": cluster.address, "workers": [h.info() for h in handles]}
     )
@@ -199,7 +211,19 @@ async def generate_on_workers(
     finally:
         watcher.cancel()
         summary = await _finish(con, log, run_id, status, control, meter, dispatcher, (started, started_at))
+        if keeper is not None:
+            with contextlib.suppress(Exception):
+                kill(keeper)
     return summary
+
+
+def budget_keeper(cluster: Cluster, meter: CallMeter) -> Any:
+    """The run's BudgetKeeper actor (no CPU of its own), starting from what the run already spent;
+    None without a budget."""
+    if not meter.budget.active:
+        return None
+    actor_class = cluster.ray.remote(num_cpus=0, max_restarts=0)(BudgetKeeper)
+    return actor_class.remote(meter.budget, meter.tokens_in, meter.tokens_out)
 
 
 async def _finish(

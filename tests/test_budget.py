@@ -12,7 +12,7 @@ from stub_server import StubServer
 from typer.testing import CliRunner
 
 from teacherforge.cli.app import app
-from teacherforge.graph.budget import Budget, BudgetError, CallMeter
+from teacherforge.graph.budget import Budget, BudgetError, CallMeter, prompt_chars
 
 runner = CliRunner()
 N = 10
@@ -190,7 +190,8 @@ def test_the_gate_waits_for_calls_in_flight_and_refuses_only_when_none_can_free_
         meter.settle(await task, used)
         meter.observe(used)
         assert meter.in_flight == 0 and meter.tokens == 300 and meter.tokens_per_char == 50 / 200
-        assert meter.reservation(prompt, 0).tokens_in in (55, 56)  # calibrated: 0.25 tokens/char + 10%
+        calibrated = meter.reservation(prompt_chars(prompt), 0)  # 0.25 tokens/char + 10%
+        assert calibrated.tokens_in in (55, 56)
         with pytest.raises(CallRefused) as refused:  # 300 + 56 + 700 > 1000 and nothing in flight
             await meter.admit(prompt, 700)
         assert refused.value.detail["cap"] == "max_tokens" and meter.in_flight == 0

@@ -409,3 +409,36 @@ def test_workers_search_the_shared_weaviate_and_match_a_single_process_run(ray_r
     hits = "SELECT sample_id, purpose, query, chunk_ids FROM retrievals WHERE run_id = ? ORDER BY ALL"
     assert query(on_workers, hits, "run-wv") == query(db_path, hits, "run-wv")
     verify_clean(on_workers)
+
+
+def test_a_token_cap_holds_across_workers_and_a_resume_on_workers_completes_the_run(
+    ray_required, db_path, tmp_path
+):
+    """--max-tokens on workers: one keeper admits every worker's attempts, so the whole run stays
+    under the cap; it stops as a local run does (run.budget_reached), and a resume with a higher cap
+    finishes the rest without a duplicate."""
+    n, cfg = 10, tmp_path / "run.yaml"
+    cfg.write_text("max_tokens: 300\n")  # every attempt reserves 300 completion tokens
+    common = ["--db", db_path, "--model", "stub-model", "--workers", 2, "--config", cfg]
+    with StubServer(slow_good_model(0.02)) as stub:
+        cap = ["--max-tokens", 4000, "--llm-url", stub.url]
+        first = tf("run", "--n", n, "--seed", 4, "--concurrency", 4, *cap, *common)
+        assert first.returncode == 0, first.stderr[-2000:]
+        run_id = first.stdout.splitlines()[0]
+        assert "budget reached" in first.stderr and f"--resume {run_id}" in first.stderr
+        ((payload,),) = query(db_path, "SELECT payload FROM events WHERE type = 'run.budget_reached'")
+        reached = json.loads(payload)
+        spent = query(db_path, "SELECT sum(tokens_in) + sum(tokens_out) FROM llm_calls WHERE NOT reused")[0][
+            0
+        ]
+        assert reached["cap"] == "max_tokens" and reached["limit"] == 4000
+        assert reached["refused"]["max_tokens"] == 300  # a worker's attempt was refused by the keeper
+        assert "2 worker(s)" in first.stderr
+        assert 0 < spent == reached["tokens"] <= 4000  # the driver's count is the events', under the cap
+        done = query(db_path, "SELECT count(*) FROM samples WHERE run_id = ?", run_id)[0][0]
+        assert 0 < done < n
+        final = tf("run", "--resume", run_id, "--max-tokens", 10**7, "--llm-url", stub.url, *common)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "budget reached" not in final.stderr
+    assert query(db_path, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(n, n)]
+    verify_clean(db_path)
