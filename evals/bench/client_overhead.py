@@ -5,7 +5,9 @@
 Where does TeacherForge's own time per LLM call go? This isolates the client: the same request
 (a two-message prompt with the UserMessage schema as response_format) sent N times through
 - ``structured_llm``: ``agents.llm.StructuredLLM.call`` (what the agents use: retries, records, validation),
-- ``chat_openai_aiohttp`` / ``chat_openai_httpx``: ``ChatOpenAI.ainvoke`` on either HTTP transport,
+- ``chat_openai_ours``: ``ChatOpenAI.ainvoke`` on agents/chat_transport.py (what StructuredLLM uses),
+- ``chat_openai_aiohttp`` / ``chat_openai_httpx``: ``ChatOpenAI.ainvoke`` on either of the OpenAI SDK's
+  HTTP transports,
 - ``openai_sdk``: ``AsyncOpenAI.chat.completions.create`` (httpx transport),
 - ``httpx_post``: a bare ``httpx.AsyncClient.post`` plus pydantic validation, the floor of any client
   built on httpx.
@@ -24,6 +26,7 @@ import httpx
 import openai
 from langchain_openai import ChatOpenAI
 
+from teacherforge.agents.chat_transport import ChatCompletionsTransport
 from teacherforge.agents.llm import Endpoint, SamplingParams, StructuredLLM, response_format_for
 from teacherforge.agents.schemas import UserMessage
 from teacherforge.evals.bench.pipeline_bench import stub_process
@@ -62,6 +65,15 @@ async def _layers(url: str, calls: int, concurrency: int) -> dict:
         lambda i: llm.call("user", UserMessage, prompt, seed=i), calls, concurrency
     )
     await llm.aclose()
+
+    transport = ChatCompletionsTransport(url, "bench", 60.0)
+    ours = ChatOpenAI(
+        base_url=url, api_key="bench", model="stub-model", max_retries=0, async_client=transport
+    )
+    out["chat_openai_ours"] = await _measure(
+        lambda i: ours.ainvoke(MESSAGES, seed=i, **body), calls, concurrency
+    )
+    await transport.aclose()
 
     for name, client in (
         ("chat_openai_aiohttp", openai.DefaultAioHttpClient(timeout=60)),
