@@ -67,8 +67,15 @@ class ChatCompletionsTransport:
         return self
 
     async def create(self, **payload: Any) -> RawReply:
-        """Send one request; the SDK's keyword conventions (``extra_body``, ``extra_headers``) hold."""
-        body = {k: v for k, v in payload.items() if k not in ("extra_body", "extra_headers", "extra_query")}
+        """Send one request; the SDK's keyword conventions (``extra_body``, ``extra_headers``) hold.
+
+        StructuredLLM builds every ChatOpenAI it uses, so the SDK's other request options never come;
+        one that does is refused rather than sent as a body field or dropped.
+        """
+        unsupported = sorted({"extra_query", "timeout"} & payload.keys())
+        if unsupported:
+            raise TypeError(f"ChatCompletionsTransport does not support {', '.join(unsupported)}")
+        body = {k: v for k, v in payload.items() if k not in ("extra_body", "extra_headers")}
         body.update(payload.get("extra_body") or {})
         headers = {**self._headers, **(payload.get("extra_headers") or {})}
         try:
@@ -88,8 +95,9 @@ class ChatCompletionsTransport:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # No connection cap of our own: the run's concurrency (and --adaptive) bounds requests in flight.
+            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they did with the SDK's clients.
             connector = aiohttp.TCPConnector(limit=0)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
         return self._session
 
     async def aclose(self) -> None:

@@ -88,7 +88,7 @@ class SampleWorker:
         for llm in (agents.generator, agents.critic):
             llm.replies = self.replies  # one dict, extended by restarted samples' replies
             if spec.budget_keeper is not None:
-                llm.gate = RemoteGate(spec.budget_keeper)
+                llm.gate = RemoteGate(spec.budget_keeper, index)
 
         def endpoint_changed(url: str, state: str, details: dict) -> None:
             self.sink.append(spec.run_id, f"endpoint.{state}", {"url": url, "worker": index, **details})

@@ -75,6 +75,7 @@ class Dispatcher:
         self.replacements_left = 0
         self.starting = 0
         self.closing = False  # set once the run has ended: no more pumps or replacements
+        self.budget_keeper: Any = None  # the run's BudgetKeeper actor, with --max-tokens/--max-cost
         self.lost: list[dict] = []
 
     # -- workers ------------------------------------------------------------------------------------
@@ -148,6 +149,8 @@ class Dispatcher:
             replies = self.sample_replies.pop(sample_id, None)
             self.queue.appendleft(Assignment(replace(job, restart=restart), RESTART_REASON, replies))
         h.owned.clear()
+        if self.budget_keeper is not None:  # the calls it had in flight will never settle: free them
+            _fire_and_forget(self.budget_keeper.forget_worker.remote(h.index))
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
         lost = {**h.info(), "error": error, "restarted": taken}
         self.lost.append(lost)

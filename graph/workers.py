@@ -177,6 +177,7 @@ async def generate_on_workers(
         raise
     dispatcher = Dispatcher(log, run_id, jobs, meter, control, generator, on_sample_done, notify, kill)
     dispatcher.spawn, dispatcher.replacements_left = spawn, count
+    dispatcher.budget_keeper = keeper
     if resumed:
         reusable = len(replies or {})
         log.append(

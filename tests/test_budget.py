@@ -3,6 +3,7 @@ cap (no new samples, a run.budget_reached event) and a resume with a higher cap 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -198,3 +199,26 @@ def test_the_gate_waits_for_calls_in_flight_and_refuses_only_when_none_can_free_
         return order
 
     assert asyncio.run(scenario()) == ["first settles", "second admitted"]
+
+
+def test_the_workers_keeper_frees_a_lost_workers_reservations_so_no_one_waits_for_good():
+    """graph/remote_budget.py: attempts of a worker that died never settle; the driver tells the keeper."""
+    from teacherforge.graph.remote_budget import BudgetKeeper
+
+    async def scenario():
+        keeper = BudgetKeeper(Budget(max_tokens=1000))
+        lost = await keeper.admit(0, 40, 600)  # worker 0 holds ~610 tokens, then dies
+        assert isinstance(lost, int)
+        waiting = asyncio.create_task(keeper.admit(1, 40, 600))  # does not fit beside it: waits
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        assert await keeper.forget_worker(0) == 1
+        ticket = await asyncio.wait_for(waiting, 1.0)  # the room came back
+        await keeper.settle(lost, 5, 5)  # a late settle of the forgotten attempt changes nothing
+        assert keeper.meter.tokens == 0 and keeper.meter.in_flight == 1
+        await keeper.settle(ticket, 30, 100)
+        assert keeper.meter.tokens == 130 and keeper.meter.in_flight == 0
+        refused = await keeper.admit(1, 40, 900)  # 130 spent + ~910 > 1000, nothing in flight
+        assert refused["cap"] == "max_tokens"
+
+    asyncio.run(scenario())

@@ -100,3 +100,9 @@ def test_an_unreachable_server_names_the_url():
     with pytest.raises(openai.APIConnectionError, match="ClientConnectorError"):
         asyncio.run(_ask("http://127.0.0.1:9/v1", transport))
     assert transport.url == "http://127.0.0.1:9/v1/chat/completions"
+
+
+def test_sdk_options_it_does_not_implement_are_refused_not_dropped():
+    transport = ChatCompletionsTransport("http://127.0.0.1:9/v1", "k", 5.0)
+    with pytest.raises(TypeError, match="extra_query"):
+        asyncio.run(transport.create(model="m", messages=MESSAGES, extra_query={"api-version": "1"}))

@@ -315,7 +315,7 @@ def test_the_dispatcher_restarts_a_lost_workers_samples_once_with_their_replies(
             self.submit = self  # actor.submit.remote(batch)
 
         def remote(self, batch):
-            self.got.extend(batch)
+            self.got.extend(batch if isinstance(batch, list) else [batch])
             return asyncio.sleep(0)
 
     class Log:
@@ -337,6 +337,8 @@ def test_the_dispatcher_restarts_a_lost_workers_samples_once_with_their_replies(
         d = Dispatcher(
             log, "run-x", jobs, CallMeter(), StopControl(), None, None, lambda m: None, lambda a: None
         )
+        keeper = type("Keeper", (), {"forget_worker": Actor()})()  # the run's budget keeper
+        d.budget_keeper = keeper
         a, b = WorkerHandle(0, Actor(), 2), WorkerHandle(1, Actor(), 2)
         d.workers += [a, b]
         d.fill()
@@ -346,6 +348,7 @@ def test_the_dispatcher_restarts_a_lost_workers_samples_once_with_their_replies(
         first = held_by_a[0]
         d.apply(a, Batch([event("sample.planned", first), event("llm.call", first, **call, **reply)], []))
         d._lose(a, RuntimeError("killed"))
+        assert keeper.forget_worker.got == [0]  # its reservations are freed at the keeper
         assert sorted(x.job.sample_id for x in list(d.queue)) == held_by_a
         restarted = {x.job.sample_id: x for x in d.queue}
         assert restarted[first].job.restart and restarted[first].restart_reason == "worker lost"
