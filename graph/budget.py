@@ -24,6 +24,7 @@ from teacherforge.agents.llm import CallRefused, LLMCallRecord
 from teacherforge.agents.planner import plan_sample
 from teacherforge.agents.schemas import Plan
 from teacherforge.graph.config import RunConfig
+from teacherforge.graph.interrupt import StopControl
 from teacherforge.prompts import PromptLibrary
 from teacherforge.store.chunk_tables import first_chunks
 from teacherforge.store.run_queries import agent_call_rates, run_tokens_spent
@@ -220,6 +221,13 @@ class CallMeter:
             "tokens": self.tokens,
             **_under_or_over(gap_usd),
         }
+
+
+def stop_at_cap(meter: CallMeter, control: StopControl) -> None:
+    """Ask the run to stop (``run.budget_reached``) once what it spent reaches a cap; a run without a
+    budget never does. Called after each recorded call and when a resumed run starts."""
+    if meter.budget.active and (reached := meter.over_budget()) is not None:
+        control.request("budget_reached", **reached)
 
 
 def prompt_chars(messages: list[dict[str, str]]) -> int:

@@ -22,6 +22,7 @@ from teacherforge.agents.llm import CallRefused, Endpoint
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.endpoint_pool import attach as attach_pools
 from teacherforge.graph.endpoints import EndpointError, check_endpoint
+from teacherforge.graph.nodes import record_calls
 from teacherforge.graph.remote_budget import RemoteGate
 from teacherforge.graph.remote_log import Batch, RemoteSink
 from teacherforge.graph.runner import SampleJob, build_agents, invoke_sample
@@ -115,8 +116,7 @@ class SampleWorker:
         except asyncio.CancelledError:  # the driver asked (Ctrl-C grace over): --resume restarts it
             status = "abandoned"
         except CallRefused as exc:  # the run budget has no room for its next call: unfinished, as locally
-            for call in exc.calls:  # earlier attempts of that call spent tokens: keep them counted
-                self.sink.append(run_id, "llm.call", vars(call), sample_id, call.agent)
+            record_calls(self.deps, sample_id, exc.calls)  # its earlier attempts spent tokens: counted
             status, refusal = "budget", exc.detail
         except Exception as exc:  # a bug in the worker: never lose the sample's end
             status, error = "failed", f"{type(exc).__name__}: {exc}"

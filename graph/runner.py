@@ -15,10 +15,11 @@ import duckdb
 from teacherforge.agents.context import AgentContext
 from teacherforge.agents.llm import CallRefused, Endpoint, RetryPolicy, SamplingParams, StructuredLLM
 from teacherforge.agents.small_teacher import SMALL_CRITIC
-from teacherforge.graph.budget import Budget, CallMeter
+from teacherforge.graph.budget import Budget, CallMeter, stop_at_cap
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.endpoint_pool import attach as attach_pools
 from teacherforge.graph.interrupt import STOP_EVENTS, StopControl
+from teacherforge.graph.nodes import record_calls
 from teacherforge.graph.sample_graph import build_sample_graph
 from teacherforge.graph.state import RunDeps
 from teacherforge.prompts import PromptLibrary
@@ -205,9 +206,7 @@ async def generate(
 
     def observe(record) -> None:
         meter.observe(record)
-        reached = meter.over_budget() if meter.budget.active else None
-        if reached is not None:
-            control.request("budget_reached", **reached)
+        stop_at_cap(meter, control)
 
     for llm in (agents.generator, agents.critic):
         llm.replies, llm.offline, llm.observer = replies, offline, observe
@@ -227,9 +226,7 @@ async def generate(
     else:
         payload = start_payload(config, generator, critic, deps.categories, retriever.count(), extra_start)
         log.append(run_id, "run.started", payload)
-    already = meter.over_budget() if meter.budget.active else None  # a resumed run may be over its cap
-    if already is not None:
-        control.request("budget_reached", **already)
+    stop_at_cap(meter, control)  # a resumed run may be over its cap already
     graph = build_sample_graph()
     semaphore = asyncio.Semaphore(config.concurrency)
     progress = {"failed_in_a_row": 0, "skipped": [], "abandoned": []}
@@ -249,8 +246,7 @@ async def generate(
                 progress["abandoned"].append(job.sample_id)  # unfinished: --resume restarts it
                 return
             except CallRefused as exc:  # the budget has no room for its next call: unfinished, not failed
-                for call in exc.calls:  # earlier attempts of that call spent tokens: keep them counted
-                    log.append(run_id, "llm.call", vars(call), sample_id=job.sample_id, agent=call.agent)
+                record_calls(deps, job.sample_id, exc.calls)  # its earlier attempts spent tokens: counted
                 control.request("budget_reached", **exc.detail)
                 progress["abandoned"].append(job.sample_id)  # --resume with a higher cap restarts it
                 return

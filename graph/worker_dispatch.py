@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from teacherforge.agents.llm import Endpoint, LLMCallRecord
-from teacherforge.graph.budget import CallMeter
+from teacherforge.graph.budget import CallMeter, stop_at_cap
 from teacherforge.graph.interrupt import StopControl
 from teacherforge.graph.ray_worker import Assignment
 from teacherforge.graph.remote_log import Batch, PendingEvent, replay_batch
@@ -111,9 +111,7 @@ class Dispatcher:
         payload = event.payload
         if not payload.get("reused"):  # as in a local run: only calls sent to a model are metered
             self.meter.observe(LLMCallRecord(**payload))
-            reached = self.meter.over_budget() if self.meter.budget.active else None
-            if reached is not None:
-                self.control.request("budget_reached", **reached)
+            stop_at_cap(self.meter, self.control)
         if event.sample_id is not None and payload.get("error") is None and payload.get("parsed") is not None:
             replies = self.sample_replies.setdefault(event.sample_id, {})
             replies.setdefault(payload["request_hash"], {k: payload.get(k) for k in REPLY_FIELDS})

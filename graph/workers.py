@@ -32,7 +32,7 @@ from typing import Any
 import duckdb
 
 from teacherforge.agents.llm import Endpoint
-from teacherforge.graph.budget import Budget, CallMeter
+from teacherforge.graph.budget import Budget, CallMeter, stop_at_cap
 from teacherforge.graph.config import RunConfig
 from teacherforge.graph.interrupt import StopControl
 from teacherforge.graph.ray_cluster import Cluster, ClusterError, check_address, require_ray
@@ -186,9 +186,7 @@ async def generate_on_workers(
     else:
         payload = start_payload(config, generator, critic, categories, len(table.ids), extra_start)
         log.append(run_id, "run.started", payload)
-    already = meter.over_budget() if meter.budget.active else None  # a resumed run may be over its cap
-    if already is not None:
-        control.request("budget_reached", **already)
+    stop_at_cap(meter, control)  # a resumed run may be over its cap already
     log.append(
         run_id, "workers.started", {"address": cluster.address, "workers": [h.info() for h in handles]}
     )
