@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from teacherforge.cli.common import err, fail, out, read_only
-from teacherforge.graph.budget import Budget, dry_run_report, outcome_text
+from teacherforge.graph.budget import Budget, outcome_text
 from teacherforge.graph.config import load_config
+from teacherforge.graph.estimate import dry_run_report
 from teacherforge.graph.interrupt import StopControl, exit_now, sigint_stops
 from teacherforge.store.chunk_tables import chunk_categories
 
@@ -85,7 +86,7 @@ def dry_run_command(db: Path, config: Path | None, overrides: dict, budget: Budg
     if as_json:
         print(json.dumps(report), flush=True)
         return
-    out.print(f"dry run: {cfg.n} sample(s), nothing is sent to a model", highlight=False)
+    out.print(f"dry run: {cfg.n} sample(s), {report['profile']} profile, nothing is sent", highlight=False)
     for key, counts in report["plan"].items():
         out.print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
     for key in ("estimate", "recorded"):
@@ -93,7 +94,8 @@ def dry_run_command(db: Path, config: Path | None, overrides: dict, budget: Budg
         if est is None:
             continue
         cost = f", about {est['cost_usd']:.4f} USD" if "cost_usd" in est else ""
-        upper = f" (up to {est['max_calls']} with every refine round)" if "max_calls" in est else ""
+        retries = " and every attempt" if report["profile"] == "small" else ""
+        upper = f" (up to {est['max_calls']} with every refine round{retries})" if "max_calls" in est else ""
         out.print(
             f"  {key}: {est['calls']} calls{upper}, {est['tokens_in']} tokens in, "
             f"{est['tokens_out']} tokens out{cost} ({est['source']})",

@@ -108,17 +108,22 @@ def plan_value(view: SampleView, name: str) -> str | None:
 def select_records(
     con: duckdb.DuckDBPyConnection, run_ids: list[str], filters: ExportFilters | None = None
 ) -> Selection:
-    """The folded samples of ``run_ids`` (with at least one turn) that pass ``filters``, in sample order."""
+    """The folded samples of ``run_ids`` that pass ``filters``, in sample order.
+
+    A sample without a turn (it failed or stopped before its first exchange) has nothing to export;
+    it is counted under "no turns", so the count of what was left out covers every sample of the runs.
+    """
     filters = filters or ExportFilters()
     if filters.status not in STATUSES:
         raise SelectionError(f"--status must be accepted, rejected or all (got '{filters.status}')")
-    views = [v for run_id in run_ids for v in fold_run(con, run_id) if v.turns]
+    views = [v for run_id in run_ids for v in fold_run(con, run_id)]
     _check_values(views, filters)
     duplicates = set().union(*(dropped_sample_ids(con, run_id) for run_id in run_ids))
     last_seen = last_event_times(con, run_ids) if filters.since or filters.until else {}
     selection = Selection(views=[], run_ids=run_ids, considered=len(views))
     for view in views:
-        reason = "dedup" if view.sample_id in duplicates else None
+        reason = "no turns" if not view.turns else None
+        reason = reason or ("dedup" if view.sample_id in duplicates else None)
         reason = reason or _excluded_by(view, filters, last_seen.get(view.sample_id))
         if reason:
             selection.excluded[reason] += 1

@@ -1,4 +1,4 @@
-"""Token and cost budgets, the per-call meter behind them, and the `run --dry-run` estimate.
+"""Token and cost budgets and the per-call meter behind them (the `run --dry-run` estimate: estimate.py).
 
 The meter sees every attempt that reaches a model (reused replies cost nothing) and also tells the
 runner when not one call has succeeded, so a dead endpoint stops a run early instead of failing
@@ -13,7 +13,6 @@ already spent let every call in flight finish over the cap.
 from __future__ import annotations
 
 import asyncio
-import collections
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,21 +20,13 @@ from typing import Any
 import duckdb
 
 from teacherforge.agents.llm import CallRefused, LLMCallRecord
-from teacherforge.agents.planner import plan_sample
-from teacherforge.agents.schemas import Plan
-from teacherforge.graph.config import RunConfig
 from teacherforge.graph.interrupt import StopControl
-from teacherforge.prompts import PromptLibrary
-from teacherforge.store.chunk_tables import first_chunks
-from teacherforge.store.run_queries import agent_call_rates, run_tokens_spent
+from teacherforge.store.run_queries import run_tokens_spent
 
-CHARS_PER_TOKEN = 4.0  # a rough English average; recorded averages replace it once a run exists
 # A prompt's reservation before this run has seen a reply: 2 characters per token, twice the English
 # average. Afterwards: the densest tokens-per-character ratio seen in the run, plus 10%.
 FIRST_PROMPT_CHARS_PER_TOKEN = 2.0
 PROMPT_MARGIN = 1.1
-# Typical reply sizes in tokens when nothing is recorded yet (schema caps keep replies short).
-DEFAULT_OUT_TOKENS = {"persona_user": 60, "teacher": 250, "critic": 120, "refiner": 300}
 
 
 class BudgetError(ValueError):
@@ -245,131 +236,3 @@ def outcome_text(outcome: dict[str, Any]) -> str:
     if outcome.get("cap") == "max_tokens":
         return f"tokens {outcome['tokens']:,} of {outcome['limit']:,} ({outcome[side]:,} {side})"
     return f"cost {outcome['cost_usd']:.4f} of {outcome['limit']:.4f} USD ({outcome[side]:.4f} {side})"
-
-
-# ------------------------------------------------------------------------------------------------
-# Dry run: the plan and an estimate, without calling a model
-# ------------------------------------------------------------------------------------------------
-
-
-def plan_counts(plans: list[Plan]) -> dict[str, dict[str, int]]:
-    counts: dict[str, collections.Counter] = {
-        "tier": collections.Counter(),
-        "persona": collections.Counter(),
-        "technique": collections.Counter(),
-        "category": collections.Counter(),
-    }
-    for p in plans:
-        counts["tier"][p.tier] += 1
-        counts["persona"][p.persona.name] += 1
-        counts["technique"][p.technique] += 1
-        counts["category"][p.category or "(none)"] += 1
-    return {k: dict(sorted(v.items())) for k, v in counts.items()}
-
-
-def make_plans(config: RunConfig, categories: list[str], run_id: str = "dry-run") -> list[Plan]:
-    return [plan_sample(run_id, config.seed, i, config.plan, categories) for i in range(config.n)]
-
-
-def recorded_averages(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:
-    """Per agent, from earlier runs: calls per sample and mean tokens in/out of successful calls."""
-    return {
-        agent: {"calls_per_sample": float(per), "tokens_in": float(tin or 0), "tokens_out": float(tout or 0)}
-        for agent, per, tin, tout in agent_call_rates(con)
-        if tin is not None
-    }
-
-
-def _prompt_tokens(prompts: PromptLibrary, role: str, **context: Any) -> int:
-    text = "".join(m["content"] for m in prompts.render(role, **context).messages)
-    return round(len(text) / CHARS_PER_TOKEN)
-
-
-def _history(turns: int) -> list[dict[str, str]]:
-    """Stand-in turns of typical length (a question, then an answer citing a source)."""
-    user, assistant = "q " * 60, "a " * 300
-    return [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": user if i % 2 == 0 else assistant}
-        for i in range(turns)
-    ]
-
-
-def static_estimate(con: duckdb.DuckDBPyConnection, config: RunConfig, plans: list[Plan]) -> dict[str, Any]:
-    """Calls and tokens when every sample passes first time, from rendered prompt sizes."""
-    prompts = PromptLibrary(config.language, config.prompt_dir)
-    chunks = first_chunks(con, config.top_k)
-    calls: collections.Counter = collections.Counter()
-    tokens_in: collections.Counter = collections.Counter()
-    cache: dict[tuple, int] = {}
-
-    def sized(role: str, plan: Plan, turns: int) -> int:
-        key = (role, plan.tier, plan.technique, plan.persona.name, turns)
-        if key not in cache:
-            history = _history(turns)
-            context = {
-                "persona_user": {"seed_chunks": chunks, "history": history},
-                "teacher": {"chunks": chunks, "history": history},
-                "critic": {"chunks": chunks, "turns": history},
-            }[role]
-            cache[key] = _prompt_tokens(prompts, role, plan=plan, **context)
-        return cache[key]
-
-    for plan in plans:
-        for t in range(plan.user_turns):
-            calls["persona_user"] += 1
-            tokens_in["persona_user"] += sized("persona_user", plan, 2 * t)
-            calls["teacher"] += 1
-            tokens_in["teacher"] += sized("teacher", plan, 2 * t + 1)
-        calls["critic"] += 1
-        tokens_in["critic"] += sized("critic", plan, 2 * plan.user_turns)
-    tokens_out = {agent: calls[agent] * DEFAULT_OUT_TOKENS[agent] for agent in calls}
-    return {
-        "source": "rendered prompts (about 4 characters per token), no revisions",
-        "calls": sum(calls.values()),
-        "tokens_in": sum(tokens_in.values()),
-        "tokens_out": sum(tokens_out.values()),
-        "by_agent": {
-            a: {"calls": calls[a], "tokens_in": tokens_in[a], "tokens_out": tokens_out[a]} for a in calls
-        },
-        # every refine round adds one refiner and one critic call per sample
-        "max_calls": sum(calls.values()) + len(plans) * 2 * config.max_revisions,
-    }
-
-
-def recorded_estimate(averages: dict[str, dict[str, float]], n: int) -> dict[str, Any]:
-    """Calls and tokens at the per-sample rates recorded in earlier runs of this database."""
-    by_agent = {
-        agent: {
-            "calls": round(a["calls_per_sample"] * n),
-            "tokens_in": round(a["calls_per_sample"] * n * a["tokens_in"]),
-            "tokens_out": round(a["calls_per_sample"] * n * a["tokens_out"]),
-        }
-        for agent, a in sorted(averages.items())
-    }
-    return {
-        "source": "averages recorded in earlier runs (llm_calls, incl. retries and revisions)",
-        "calls": sum(a["calls"] for a in by_agent.values()),
-        "tokens_in": sum(a["tokens_in"] for a in by_agent.values()),
-        "tokens_out": sum(a["tokens_out"] for a in by_agent.values()),
-        "by_agent": by_agent,
-    }
-
-
-def dry_run_report(
-    con: duckdb.DuckDBPyConnection, config: RunConfig, categories: list[str], budget: Budget | None = None
-) -> dict[str, Any]:
-    plans = make_plans(config, categories)
-    report: dict[str, Any] = {
-        "n": config.n,
-        "plan": plan_counts(plans),
-        "estimate": static_estimate(con, config, plans),
-    }
-    averages = recorded_averages(con)
-    if averages:
-        report["recorded"] = recorded_estimate(averages, config.n)
-    if budget is not None and (budget.price_in or budget.price_out):
-        for key in ("estimate", "recorded"):
-            if key in report:
-                est = report[key]
-                est["cost_usd"] = round(budget.cost(est["tokens_in"], est["tokens_out"]), 4)
-    return report

@@ -158,3 +158,22 @@ def test_redact_pii_masks_a_planted_email_in_every_format(forge, tmp_path):
     rows = datasets.load_dataset("parquet", data_dir=str(parquet), cache_dir=str(tmp_path))
     text = json.dumps(rows["train"].to_list())
     assert EMAIL not in text and len(rows["train"]) == len(plain)
+
+
+def test_a_sample_that_failed_before_its_first_turn_is_counted_as_left_out(ingested_template, tmp_path):
+    """Every sample of the run is accounted for: one whose first question never came has nothing to
+    export and is reported under "no turns" (it used to be left out of the count)."""
+    db = tmp_path / "forge.duckdb"
+    shutil.copy(ingested_template, db)
+    model = GoodModel()
+    # the second sample's first question: every attempt gets a reply that is not a UserMessage
+    model.overrides["UserMessage"] = lambda body, n: {"nothing": "here"} if 1 <= n <= 3 else None
+    one_turn = {**PLAN, "min_user_turns": 1, "max_user_turns": 1, "hard_negative_rate": 0}
+    with StubServer(model) as stub:
+        summary = run_generation(db, stub.url, n=4, seed=2, top_k=1, plan=one_turn, concurrency=1)
+    assert (summary.accepted, summary.failed) == (3, 1)
+    (failed,) = query(db, "SELECT sample_id FROM samples WHERE status = 'failed'")[0]
+    assert query(db, "SELECT count(*) FROM turns WHERE sample_id = ?", failed)[0][0] == 0
+    records, result = export(db, tmp_path / "x.jsonl", "--run", summary.run_id)
+    assert len(records) == 3 and failed not in {r["metadata"]["sample_id"] for r in records}
+    assert "filtered out 1 of 4: 1 by no turns" in result.stderr

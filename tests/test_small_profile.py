@@ -18,7 +18,10 @@ from teacherforge.agents.small_teacher import SMALL_CRITIC, SmallSettings, missp
 from teacherforge.agents.small_teacher import Fact as SmallFact
 from teacherforge.agents.verifier import quote_in_chunk
 from teacherforge.cli.app import app
-from teacherforge.graph.config import load_config
+from teacherforge.graph.config import RunConfig, load_config
+from teacherforge.graph.estimate import dry_run_report
+from teacherforge.store.chunk_tables import chunk_categories
+from teacherforge.store.database import connect
 
 GAP = re.compile(r"\[(how much|how many|when|what percentage|what time)\?\]")
 TWO_TURNS = {"min_user_turns": 2, "max_user_turns": 2, "hard_negative_rate": 0, "multi_source_rate": 0}
@@ -286,3 +289,34 @@ def test_a_server_that_stops_answering_fails_the_sample_not_rejects_it(db_path):
     with StubServer(lambda body: http_error(500)) as stub:
         summary = run_generation(db_path, stub.url, n=1, seed=2, plan=TWO_TURNS, max_attempts=1, **SMALL)
     assert (summary.accepted, summary.rejected, summary.failed) == (0, 0, 1)
+
+
+def test_dry_run_estimates_the_small_profiles_own_calls(db_path):
+    """The estimate counts the small profile's steps (no critic); on a run where every sample is
+    accepted without a revision it is exact, agent by agent."""
+    settings = {"n": 4, "seed": 2, "plan": {**TWO_TURNS, "hard_negative_rate": 0.5}, **SMALL}
+    cfg = RunConfig.model_validate({**settings, "concurrency": 4})
+    report = dry_run_of(db_path, cfg)
+    est = report["estimate"]
+    assert report["profile"] == "small" and set(est["by_agent"]) == {"persona_user", "teacher"}
+    with StubServer(SmallModel(short_after=0)) as stub:
+        summary = run_generation(db_path, stub.url, **settings)
+    assert (
+        summary.accepted == 4
+        and query(db_path, "SELECT count(*) FROM events WHERE type='refine.done'")[0][0] == 0
+    )
+    # a step asked again after a rejected reply adds attempts 2, 3: the first attempts are the steps
+    made = dict(query(db_path, "SELECT agent, count(*) FROM llm_calls WHERE attempt = 1 GROUP BY agent"))
+    assert made == {agent: a["calls"] for agent, a in est["by_agent"].items()}
+    assert est["max_calls"] > est["calls"]
+    # the standard profile's estimate of the same plans is another thing: a critic call per sample
+    standard = dry_run_of(db_path, cfg.model_copy(update={"profile": "standard"}))["estimate"]
+    assert standard["by_agent"]["critic"]["calls"] == 4 and standard["tokens_in"] > est["tokens_in"]
+
+
+def dry_run_of(db: Path, cfg: RunConfig) -> dict:
+    con = connect(db, read_only=True)
+    try:
+        return dry_run_report(con, cfg, chunk_categories(con))
+    finally:
+        con.close()
