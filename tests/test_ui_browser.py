@@ -1,7 +1,8 @@
 """The pages in a real browser: headless Chromium (Debian's package, as the report test uses) opens the
 samples page, a sample page, the dashboard and a page with hostile text; each renders its content with
 no console message at all (a script error or a Content-Security-Policy violation would log one). The
-screenshots go to docs/ui/, where docs/ui.md shows them."""
+screenshots go to the test's temporary folder; with TEACHERFORGE_UPDATE_SCREENSHOTS=1 they replace
+docs/ui/*.png, which docs/ui.md shows (a plain test run leaves the working tree as it was)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from conftest import ROOT, query
 from ui_support import make_run, sample_ids, served
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-SHOTS = ROOT / "docs" / "ui"
+DOC_SHOTS = ROOT / "docs" / "ui"
+UPDATE_SHOTS = os.environ.get("TEACHERFORGE_UPDATE_SCREENSHOTS", "") == "1"
 HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
 
 
@@ -106,10 +108,11 @@ def test_pages_render_the_conversation_and_chunks_without_console_messages(brows
         assert console == [], console
         assert "Rejection reasons" in dom and "<svg" in dom
 
-        SHOTS.mkdir(parents=True, exist_ok=True)
+        shots = DOC_SHOTS if UPDATE_SHOTS else tmp_path / "shots"
+        shots.mkdir(parents=True, exist_ok=True)
         for name, path, height in (("samples", "/samples", 560), ("sample", f"/samples/{revised}", 1500),
                                    ("dashboard", "/dashboard", 1250)):  # fmt: skip
-            shot = SHOTS / f"{name}.png"
+            shot = shots / f"{name}.png"
             browse(browser, f"{base}{path}", profile, screenshot=shot, height=height)
             assert shot.stat().st_size > 10_000, f"{shot} looks blank"
             shrink(shot)
