@@ -49,11 +49,11 @@ def make_plans(config: RunConfig, categories: list[str], run_id: str = "dry-run"
     return [plan_sample(run_id, config.seed, i, config.plan, categories) for i in range(config.n)]
 
 
-def recorded_averages(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:
-    """Per agent, from earlier runs: calls per sample and mean tokens in/out of successful calls."""
+def recorded_averages(con: duckdb.DuckDBPyConnection, profile: str) -> dict[str, dict[str, float]]:
+    """Per agent, from earlier runs of ``profile``: calls per sample and mean tokens in/out of successes."""
     return {
         agent: {"calls_per_sample": float(per), "tokens_in": float(tin or 0), "tokens_out": float(tout or 0)}
-        for agent, per, tin, tout in agent_call_rates(con)
+        for agent, per, tin, tout in agent_call_rates(con, profile)
         if tin is not None
     }
 
@@ -186,7 +186,7 @@ def recorded_estimate(averages: dict[str, dict[str, float]], n: int) -> dict[str
         for agent, a in sorted(averages.items())
     }
     return {
-        "source": "averages recorded in earlier runs (llm_calls, incl. retries and revisions)",
+        "source": "averages of earlier runs of this profile (llm_calls, incl. retries and revisions)",
         "calls": sum(a["calls"] for a in by_agent.values()),
         "tokens_in": sum(a["tokens_in"] for a in by_agent.values()),
         "tokens_out": sum(a["tokens_out"] for a in by_agent.values()),
@@ -198,15 +198,16 @@ def dry_run_report(
     con: duckdb.DuckDBPyConnection, config: RunConfig, categories: list[str], budget: Budget | None = None
 ) -> dict[str, Any]:
     plans = make_plans(config, categories)
+    profile = "small" if config.small_profile else "standard"
     report: dict[str, Any] = {
         "n": config.n,
-        "profile": "small" if config.small_profile else "standard",
+        "profile": profile,
         "plan": plan_counts(plans),
         "estimate": small_static_estimate(config, plans)
         if config.small_profile
         else static_estimate(con, config, plans),
     }
-    averages = recorded_averages(con)
+    averages = recorded_averages(con, profile)
     if averages:
         report["recorded"] = recorded_estimate(averages, config.n)
     if budget is not None and (budget.price_in or budget.price_out):

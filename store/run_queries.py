@@ -54,19 +54,30 @@ def run_tokens_spent(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, 
     return int(row[0]), int(row[1])
 
 
-def agent_call_rates(con: duckdb.DuckDBPyConnection) -> list[tuple[str, float, float | None, float | None]]:
-    """Per agent over earlier runs: (agent, calls per sample, mean tokens in, mean tokens out of successes).
+def agent_call_rates(
+    con: duckdb.DuckDBPyConnection, profile: str = "standard"
+) -> list[tuple[str, float, float | None, float | None]]:
+    """Per agent over earlier runs of ``profile``: (agent, calls per sample, mean tokens in, mean
+    tokens out of successes).
 
-    Why: ``run --dry-run`` estimates a new run at the rates this database has seen.
+    Why: ``run --dry-run`` estimates a new run at the rates this database has seen. Only runs of the
+    same profile count (the small profile makes other calls), and calls per sample are over every
+    sample with a call, so an agent called in a few samples only (the refiner) is not counted as if
+    every sample called it. A run without a recorded profile ran the standard one.
     """
     return con.execute(
         """
-        SELECT agent, count(*) / count(DISTINCT sample_id) AS per_sample,
+        WITH calls AS (
+            SELECT c.* FROM llm_calls c JOIN runs r USING (run_id)
+            WHERE NOT c.reused AND c.sample_id IS NOT NULL AND c.run_id LIKE 'run-%'
+              AND coalesce(r.config->>'profile', 'standard') = ?
+        )
+        SELECT agent, count(*) / (SELECT count(DISTINCT sample_id) FROM calls) AS per_sample,
                avg(tokens_in) FILTER (WHERE error IS NULL) AS tin,
                avg(tokens_out) FILTER (WHERE error IS NULL) AS tout
-        FROM llm_calls WHERE NOT reused AND sample_id IS NOT NULL AND run_id LIKE 'run-%'
-        GROUP BY agent
-        """
+        FROM calls GROUP BY agent ORDER BY agent
+        """,
+        [profile],
     ).fetchall()
 
 

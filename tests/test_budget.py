@@ -8,7 +8,7 @@ import json
 
 import pytest
 from conftest import query
-from scripted import GoodModel
+from scripted import GoodModel, failing_critique
 from stub_server import StubServer
 from typer.testing import CliRunner
 
@@ -43,12 +43,21 @@ def test_dry_run_prints_the_plan_and_an_estimate_and_calls_nothing(db_path):
 
 
 def test_dry_run_uses_recorded_averages_once_a_run_exists(db_path):
-    with StubServer(GoodModel()) as stub:
+    """Averages of earlier runs of the same profile, per sample of those runs."""
+    model = GoodModel(overrides={"Critique": lambda body, n: failing_critique() if n == 0 else None})
+    with StubServer(model) as stub:
         assert run_cli("run", "--n", 3, "--db", db_path, "--llm-url", stub.url).exit_code == 0
-    calls, tin = query(db_path, "SELECT count(*), sum(tokens_in) FROM llm_calls")[0]
-    recorded = dry_run(db_path)["recorded"]
-    assert recorded["calls"] == pytest.approx(calls / 3 * N, abs=N)
-    assert recorded["tokens_in"] == pytest.approx(tin / 3 * N, rel=0.2)
+        calls, tin = query(db_path, "SELECT count(*), sum(tokens_in) FROM llm_calls")[0]
+        sql = "SELECT count(DISTINCT sample_id) FROM llm_calls WHERE agent = 'refiner'"
+        assert query(db_path, sql)[0][0] == 1  # one of three refined: its refiner rate is a third per sample
+        standard = dry_run(db_path, "--llm-url", stub.url)
+    recorded = standard["recorded"]
+    assert standard["profile"] == "standard"
+    assert recorded["calls"] == pytest.approx(calls / 3 * N, abs=len(recorded["by_agent"]))
+    assert recorded["tokens_in"] == pytest.approx(tin / 3 * N, rel=0.01)
+    # the embedded model's dry run is of the small profile: a standard run's rates say nothing of it
+    small = dry_run(db_path)
+    assert small["profile"] == "small" and "recorded" not in small
 
 
 def small_replies(tmp_path) -> str:
