@@ -11,6 +11,7 @@ from teacherforge.evals.bench import __main__ as bench
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 TINY = {
     "overhead_n": 2,
+    "floor_samples": 10,
     "levels": [1, 2],
     "per_level": 1,
     "log_samples": 5,
@@ -30,6 +31,7 @@ def test_quick_json_has_every_key(capsys, monkeypatch):
     assert result["quick"] is True and result["replay_events"] > 0 and result["rss_samples"] == [1, 2]
     assert set(result["concurrency_efficiency"]) == {"1", "2"}
     assert result["overhead_failed_samples"] == 0 and result["concurrency_failed_samples"] == 0
+    assert all(result[key] > 0 for key in bench.FLOOR_KEYS)  # the floor's parts were measured
     assert result["real_model_ratio"] is None and "skipped" in result["real_model_note"]
     if importlib.util.find_spec("distilabel") or IN_CI:  # CI installs the bench extra: never null there
         ratio, wall = result["distilabel_ratio"], result.get("distilabel_ratio_wall")

@@ -4,7 +4,8 @@
     python -m evals.bench --json             # the full set (1M-event log, C up to 128, real model)
 
 Keys: overhead_ms_per_call, concurrency_efficiency, workers_2_efficiency, events_per_s,
-replay_ms_1m, rss_mb_1k, rss_mb_10k, real_model_ratio, distilabel_ratio, plus the sizes actually
+replay_ms_1m, rss_mb_1k, rss_mb_10k, real_model_ratio, distilabel_ratio; the floor that LangGraph and
+ChatOpenAI set under each call in the same run (stack_floor_ms_per_call); plus the sizes actually
 used (a quick run says so: replay_events, rss_samples, ...) and the machine's load. A part that
 fails gives null and a ``<key>_error`` line instead of losing the rest. Timings never go into tests.
 """
@@ -12,6 +13,7 @@ fails gives null and a ``<key>_error`` line instead of losing the rest. Timings 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.util
 import io
@@ -23,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from teacherforge.evals.bench import event_log, pipeline_bench
+from teacherforge.evals.bench import client_overhead, event_log, graph_overhead, pipeline_bench
 from teacherforge.evals.paths import checkout_root
 
 ROOT = checkout_root()
@@ -41,6 +43,7 @@ KEYS = (
 PEER_CONCURRENCY = 8  # the overhead run's C, and distilabel's batch size in the peer part
 QUICK = {
     "overhead_n": 12,
+    "floor_samples": 100,
     "levels": [1, 8, 32],
     "per_level": 1,
     "slow_levels": [],
@@ -52,6 +55,7 @@ QUICK = {
 }
 FULL = {
     "overhead_n": 48,
+    "floor_samples": 400,
     "levels": [1, 8, 32, 128],
     "per_level": 2,
     "slow_levels": [32, 128],  # again at 2 s per call, closer to a real generation's latency
@@ -81,6 +85,28 @@ def _guard(result: dict, keys: tuple[str, ...], part: str, fn) -> None:
             result.setdefault(key, None)
         result[f"{part}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     result.setdefault("part_s", {})[part] = round(time.perf_counter() - started, 1)
+
+
+FLOOR_KEYS = ("langgraph_ms_per_step", "chat_openai_ms_per_call", "stack_floor_ms_per_call")
+# A standard sample of 3 user turns: plan, seed_context, 3 x (user_turn, teacher_turn), rules, critic,
+# accept = 11 LangGraph steps for 7 calls (graph/sample_graph.py).
+STEPS_PER_CALL = 11 / 7
+
+
+def stack_floor(samples: int, concurrency: int) -> dict:
+    """What LangGraph and ``ChatOpenAI`` on our transport cost per call with nothing of ours around
+    them: the floor under ``overhead_ms_per_call`` that the design card's stack sets, in the same run."""
+    graph = asyncio.run(graph_overhead.measure(samples, 11, concurrency))
+    with pipeline_bench.stub_process(0.0) as url:
+        chat = asyncio.run(client_overhead.chat_openai_ours(url, max(400, samples), concurrency))
+    step, call = graph["langgraph_ms_per_step_best"], chat["cpu_ms_per_call"]
+    return {
+        "langgraph_ms_per_step": step,
+        "chat_openai_ms_per_call": call,
+        "stack_floor_ms_per_call": round(step * STEPS_PER_CALL + call, 2),
+        "floor_note": f"LangGraph's best of 3 rounds x {STEPS_PER_CALL:.2f} steps per call + ChatOpenAI "
+        f"on our transport at C={concurrency}; no prompt, validation, event, retrieval or rule of ours",
+    }
 
 
 def machine() -> dict:
@@ -126,6 +152,11 @@ def run(quick: bool, real: bool, sizes: dict) -> dict:
             return pipeline_bench.overhead(template, work, sizes["overhead_n"], concurrency=PEER_CONCURRENCY)
 
         _guard(result, ("overhead_ms_per_call",), "overhead", overhead)
+
+        def floor() -> dict:
+            return stack_floor(sizes["floor_samples"], PEER_CONCURRENCY)
+
+        _guard(result, FLOOR_KEYS, "floor", floor)
 
         def concurrency() -> dict:
             out = pipeline_bench.concurrency(template, work, sizes["levels"], 0.2, sizes["per_level"])
