@@ -239,3 +239,15 @@ def gaps(sentence: Sentence) -> list[Gap]:
         gapped = f"{text[:start]}{ask}{text[end:]}"
         out.append(Gap(text[start:end], f.kind, f.value, gapped, unit, year))
     return out
+
+
+@dataclass(frozen=True)
+class Fact:
+    """The sentence a question grows from, and the gap it asks for (None: the whole sentence)."""
+
+    sentence: Sentence
+    gap: Gap | None
+
+    @property
+    def shown(self) -> str:
+        return self.gap.text if self.gap else self.sentence.text

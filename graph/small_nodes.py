@@ -31,8 +31,9 @@ from langgraph.runtime import Runtime
 from teacherforge.agents import small_teacher
 from teacherforge.agents.llm import LLMCallFailed
 from teacherforge.agents.schemas import Plan
-from teacherforge.agents.sentences import Sentence, gaps
-from teacherforge.agents.small_teacher import SMALL_CRITIC, Fact, fact_candidates, roundtrip_problem
+from teacherforge.agents.sentences import Fact, Sentence, gaps
+from teacherforge.agents.small_checks import roundtrip_problem
+from teacherforge.agents.small_teacher import SMALL_CRITIC, fact_candidates
 from teacherforge.graph.nodes import call_seed, failed, record_calls, record_retrieval
 from teacherforge.graph.state import RunDeps, SampleState
 

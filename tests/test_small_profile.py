@@ -13,9 +13,10 @@ from scripted import http_error, schema_name
 from stub_server import StubServer
 from typer.testing import CliRunner
 
+from teacherforge.agents.sentences import Fact as SmallFact
 from teacherforge.agents.sentences import gaps, ranked, split_chunk
-from teacherforge.agents.small_teacher import SMALL_CRITIC, SmallSettings, misspell, roundtrip_problem
-from teacherforge.agents.small_teacher import Fact as SmallFact
+from teacherforge.agents.small_checks import roundtrip_problem
+from teacherforge.agents.small_teacher import SMALL_CRITIC, SmallSettings, misspell
 from teacherforge.agents.verifier import quote_in_chunk
 from teacherforge.cli.app import app
 from teacherforge.graph.config import RunConfig, load_config
