@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Tier = Literal["direct", "reasoning", "edge"]
 Technique = Literal["standard", "hard_negative", "multi_source"]
@@ -38,8 +38,16 @@ class Plan(BaseModel):
     anchor_chunk_id: str | None = None
 
 
+# A reply of blanks passes ``min_length=1``; stripped into the turn it was an empty message (seen
+# from the 135M model). Stripping first makes it fail validation and be asked again. The JSON
+# schema sent to the server is unchanged, so recorded requests keep their hashes.
+STRIPPED = ConfigDict(str_strip_whitespace=True)
+
+
 class UserMessage(BaseModel):
     """The Persona-User's next message."""
+
+    model_config = STRIPPED
 
     message: str = Field(
         min_length=1, max_length=600, description="The user's next message, in persona voice."
@@ -73,6 +81,8 @@ class TeacherReply(BaseModel):
 
     ``evidence`` comes before ``content`` so a model commits to its quotes before it writes the reply.
     """
+
+    model_config = STRIPPED
 
     thought: str = Field(
         min_length=1,
@@ -115,6 +125,8 @@ class Critique(BaseModel):
 
 class RevisedTurn(BaseModel):
     """A rewritten assistant turn."""
+
+    model_config = STRIPPED
 
     turn_index: int = Field(ge=0, le=40)
     thought: str = Field(min_length=1, max_length=800)

@@ -145,6 +145,22 @@ def test_schema_violating_reply_is_retried_and_recorded(db_path):
     assert rows[0][0] == 1 and rows[0][1].startswith("parse:") and rows[1] == (2, None)
 
 
+def test_a_reply_of_blanks_is_refused_and_asked_again_not_recorded_as_an_empty_turn(db_path):
+    """A teacher reply whose content is only whitespace passes min_length=1 as written; it must fail
+    validation (and be retried) instead of becoming an empty assistant turn once stripped."""
+    model = GoodModel()
+    model.overrides["TeacherReply"] = lambda body, n: (
+        {**model._TeacherReply(body), "content": "   \n ", "thought": "  "} if n == 0 else None
+    )
+    with StubServer(model) as stub:
+        summary = run_generation(db_path, stub.url, n=1, concurrency=1)
+    assert summary.accepted == 1
+    rows = query(db_path, "SELECT attempt, error FROM llm_calls WHERE agent = 'teacher' ORDER BY ts LIMIT 2")
+    assert rows[0][0] == 1 and "string_too_short" in rows[0][1] and rows[1] == (2, None)
+    assert all(c.strip() and t.strip() for c, t in query(
+        db_path, "SELECT content, thought FROM turns WHERE role = 'assistant'"))  # fmt: skip
+
+
 def test_replayed_projection_equals_exported_record(db_path):
     with StubServer(GoodModel({"Critique": lambda body, n: failing_critique(1) if n == 0 else None})) as stub:
         summary = run_generation(db_path, stub.url, n=2, concurrency=1)
