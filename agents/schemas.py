@@ -38,9 +38,10 @@ class Plan(BaseModel):
     anchor_chunk_id: str | None = None
 
 
-# A reply of blanks passes ``min_length=1``; stripped into the turn it was an empty message (seen
-# from the 135M model). Stripping first makes it fail validation and be asked again. The JSON
-# schema sent to the server is unchanged, so recorded requests keep their hashes.
+# The texts that become turns are stripped here, before their length checks: a reply of blanks
+# (seen from the 135M model) passed ``min_length=1`` and, stripped later into the turn, was an empty
+# message; now it fails validation and is asked again. The nodes take these texts as they are. The
+# JSON schema sent to the server is unchanged, so recorded requests keep their hashes.
 STRIPPED = ConfigDict(str_strip_whitespace=True)
 
 

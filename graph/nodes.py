@@ -143,7 +143,7 @@ async def user_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sampl
     except LLMCallFailed as exc:
         return failed(deps, sid, exc)
     record_calls(deps, sid, result.calls)
-    turn = {"role": "user", "content": result.output.message.strip()}
+    turn = {"role": "user", "content": result.output.message}
     deps.log.append(
         deps.run_id, "turn.added", {"turn_index": len(turns), **turn}, sample_id=sid, agent="persona_user"
     )
@@ -168,8 +168,8 @@ async def teacher_turn_node(state: SampleState, runtime: Runtime[RunDeps]) -> Sa
     reply = result.output
     turn = {
         "role": "assistant",
-        "content": reply.content.strip(),
-        "thought": reply.thought.strip(),
+        "content": reply.content,
+        "thought": reply.thought,
         "evidence": [e.model_dump() for e in reply.evidence],
         "cited_chunk_ids": cited_ids(reply.cited_chunk_ids, reply.evidence),
         "retrieved_chunk_ids": [h.chunk_id for h in hits],
@@ -265,8 +265,8 @@ async def refine_node(state: SampleState, runtime: Runtime[RunDeps]) -> SampleSt
             continue  # the refiner may only touch the turns it was asked to fix
         turns[i] = {
             **turns[i],
-            "content": revised.content.strip(),
-            "thought": revised.thought.strip(),
+            "content": revised.content,
+            "thought": revised.thought,
             "evidence": [e.model_dump() for e in revised.evidence],
             "cited_chunk_ids": cited_ids(revised.cited_chunk_ids, revised.evidence),
         }

@@ -90,13 +90,14 @@ def _guard(result: dict, keys: tuple[str, ...], part: str, fn) -> None:
 FLOOR_KEYS = ("langgraph_ms_per_step", "chat_openai_ms_per_call", "stack_floor_ms_per_call")
 # A standard sample of 3 user turns: plan, seed_context, 3 x (user_turn, teacher_turn), rules, critic,
 # accept = 11 LangGraph steps for 7 calls (graph/sample_graph.py).
-STEPS_PER_CALL = 11 / 7
+STEPS_PER_SAMPLE, CALLS_PER_SAMPLE = 11, 7
+STEPS_PER_CALL = STEPS_PER_SAMPLE / CALLS_PER_SAMPLE
 
 
 def stack_floor(samples: int, concurrency: int) -> dict:
     """What LangGraph and ``ChatOpenAI`` on our transport cost per call with nothing of ours around
     them: the floor under ``overhead_ms_per_call`` that the design card's stack sets, in the same run."""
-    graph = asyncio.run(graph_overhead.measure(samples, 11, concurrency))
+    graph = asyncio.run(graph_overhead.measure(samples, STEPS_PER_SAMPLE, concurrency))
     with pipeline_bench.stub_process(0.0) as url:
         chat = asyncio.run(client_overhead.chat_openai_ours(url, max(400, samples), concurrency))
     step, call = graph["langgraph_ms_per_step_best"], chat["cpu_ms_per_call"]
